@@ -94,7 +94,11 @@ impl fmt::Display for IoStatus {
             IoStatus::InvalidLength => write!(f, "buffer length does not match the block count"),
             IoStatus::Unsupported => write!(f, "operation not supported by this device"),
             IoStatus::IoError(errno) => {
-                write!(f, "I/O error: {}", std::io::Error::from_raw_os_error(*errno))
+                write!(
+                    f,
+                    "I/O error: {}",
+                    std::io::Error::from_raw_os_error(*errno)
+                )
             }
             IoStatus::Aborted => write!(f, "aborted: device closed"),
         }
@@ -115,7 +119,11 @@ pub struct IoCompletion {
 impl IoCompletion {
     /// The completion for `io` with `status`.
     pub fn of(io: BdevIo, status: IoStatus) -> IoCompletion {
-        IoCompletion { tag: io.tag, status, buf: io.buf }
+        IoCompletion {
+            tag: io.tag,
+            status,
+            buf: io.buf,
+        }
     }
 }
 
@@ -174,3 +182,6 @@ pub trait Bdev: Send + Sync + fmt::Debug {
 pub fn open_channel(bdev: &Arc<dyn Bdev>) -> Result<Channel, BdevError> {
     Channel::new(bdev.clone())
 }
+
+#[cfg(test)]
+mod tests;
