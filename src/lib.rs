@@ -2,10 +2,17 @@
 //! over NVMe-over-Fabrics/TCP and protects writes with a replicated change log.
 //!
 //! Layers point one way: [`sys`] and [`ring`] (the only `unsafe`) → [`reactor`] → [`bdev`] →
-//! the transports and replication → [`rpc`] → the thin `ferrite` binary.
+//! [`nvmf`] → [`rpc`] and [`app`] → the thin `ferrite` binary ([`cli`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod app;
 pub mod bdev;
+pub mod cli;
+pub mod config;
+pub mod nvmf;
+pub mod perf;
 pub mod reactor;
 pub mod ring;
+pub mod rng;
+pub mod rpc;
 pub mod sys;

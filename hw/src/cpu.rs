@@ -35,9 +35,8 @@ impl CpuTopology {
     /// Reads the topology; failures are recorded in `errors`, never raised.
     pub fn gather() -> Self {
         let mut errors = Vec::new();
-        let online = read_str(&format!("{CPU_ROOT}/online"))
-            .and_then(|s| parse_cpu_list(&s))
-            .unwrap_or_else(|e| {
+        let online =
+            read_str(&format!("{CPU_ROOT}/online")).and_then(|s| parse_cpu_list(&s)).unwrap_or_else(|e| {
                 errors.push(e);
                 Vec::new()
             });
@@ -46,22 +45,13 @@ impl CpuTopology {
             errors.push(e);
             Vec::new()
         });
-        Self {
-            online,
-            cpus,
-            allowed,
-            errors,
-        }
+        Self { online, cpus, allowed, errors }
     }
 
     /// Number of cpus this process can use (allowed ∩ online, or whichever is known).
     pub fn usable(&self) -> usize {
         match (self.online.is_empty(), self.allowed.is_empty()) {
-            (false, false) => self
-                .allowed
-                .iter()
-                .filter(|c| self.online.contains(c))
-                .count(),
+            (false, false) => self.allowed.iter().filter(|c| self.online.contains(c)).count(),
             (true, _) => self.allowed.len(),
             (false, true) => self.online.len(),
         }
@@ -99,10 +89,7 @@ fn read_id(path: &str, errors: &mut Vec<String>) -> Option<u32> {
 
 /// The `nodeN` link in a cpu's sysfs dir; absent on kernels without NUMA.
 fn numa_node(cpu_dir: &str) -> Option<u32> {
-    list_dir(cpu_dir)
-        .ok()?
-        .iter()
-        .find_map(|n| n.strip_prefix("node")?.parse().ok())
+    list_dir(cpu_dir).ok()?.iter().find_map(|n| n.strip_prefix("node")?.parse().ok())
 }
 
 /// The process affinity mask, growing the buffer for machines with >1024 cpus.
@@ -114,9 +101,7 @@ fn allowed_cpus() -> Result<Vec<u32>, String> {
         // SAFETY: `mask` is a live, writable, 8-byte-aligned buffer of exactly
         // `bytes` bytes; cpu_set_t is a plain bit array of c_ulong words, so the
         // kernel (told `bytes`) writes only within it.
-        let rc = unsafe {
-            libc::sched_getaffinity(0, bytes, mask.as_mut_ptr().cast::<libc::cpu_set_t>())
-        };
+        let rc = unsafe { libc::sched_getaffinity(0, bytes, mask.as_mut_ptr().cast::<libc::cpu_set_t>()) };
         if rc == 0 {
             return Ok(mask_to_cpus(&mask));
         }

@@ -45,15 +45,8 @@ impl NvmeInfo {
             .filter(|n| !Path::new(&format!("{CLASS_BLOCK}/{n}/partition")).exists())
             .map(|n| namespace(n, &mut errors))
             .collect();
-        let char_devices = dev_chars(
-            |n| n.starts_with("nvme") || n.starts_with("ng"),
-            &mut errors,
-        );
-        Self {
-            namespaces,
-            char_devices,
-            errors,
-        }
+        let char_devices = dev_chars(|n| n.starts_with("nvme") || n.starts_with("ng"), &mut errors);
+        Self { namespaces, char_devices, errors }
     }
 }
 
@@ -123,9 +116,7 @@ impl LoopInfo {
                 info.unbound.push(name);
                 continue;
             }
-            let backing_file = read_str(&format!("{dir}/backing_file"))
-                .map_err(|e| info.errors.push(e))
-                .ok();
+            let backing_file = read_str(&format!("{dir}/backing_file")).map_err(|e| info.errors.push(e)).ok();
             info.configured.push(LoopDevice { name, backing_file });
         }
         info

@@ -36,8 +36,7 @@ impl Hugepages {
             errors.push(format!("{HP_ROOT}: {e}"));
             Vec::new()
         });
-        let mut sizes: Vec<HugepageSize> =
-            names.iter().filter_map(|n| pool(n, &mut errors)).collect();
+        let mut sizes: Vec<HugepageSize> = names.iter().filter_map(|n| pool(n, &mut errors)).collect();
         sizes.sort_by_key(|s| s.size_kb);
         let meminfo = read_str(MEMINFO).unwrap_or_else(|e| {
             errors.push(e);
@@ -58,11 +57,7 @@ impl Hugepages {
 }
 
 fn pool(name: &str, errors: &mut Vec<String>) -> Option<HugepageSize> {
-    let size_kb = name
-        .strip_prefix("hugepages-")?
-        .strip_suffix("kB")?
-        .parse()
-        .ok()?;
+    let size_kb = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
     let dir = format!("{HP_ROOT}/{name}");
     let mut count = |file: &str| read_opt(&format!("{dir}/{file}"), errors).unwrap_or(0);
     Some(HugepageSize {

@@ -22,10 +22,7 @@ impl KernelInfo {
         // SAFETY: `uts` is a valid, writable utsname owned by this frame.
         if unsafe { libc::uname(&mut uts) } != 0 {
             let error = Some(format!("uname: {}", io::Error::last_os_error()));
-            return Self {
-                error,
-                ..Self::default()
-            };
+            return Self { error, ..Self::default() };
         }
         Self {
             sysname: field(&uts.sysname),
@@ -39,10 +36,6 @@ impl KernelInfo {
 
 /// A NUL-terminated (or full-length) c_char array as a lossy UTF-8 string.
 fn field(raw: &[libc::c_char]) -> String {
-    let bytes: Vec<u8> = raw
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let bytes: Vec<u8> = raw.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }

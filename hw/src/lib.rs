@@ -112,15 +112,7 @@ mod tests {
         assert!(p.supports_opcode(io_uring::opcode::Write::CODE));
         assert!(!p.supports_opcode(255));
         let text = p.to_string();
-        for section in [
-            "kernel",
-            "cpus",
-            "hugepages",
-            "io_uring",
-            "nvme",
-            "rdma",
-            "loop",
-        ] {
+        for section in ["kernel", "cpus", "hugepages", "io_uring", "nvme", "rdma", "loop"] {
             assert!(text.contains(section), "missing {section} in:\n{text}");
         }
         println!("{text}");
@@ -141,15 +133,7 @@ mod tests {
         let p = Probe::gather();
         let json = p.to_json_pretty();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-        for key in [
-            "kernel",
-            "cpus",
-            "hugepages",
-            "io_uring",
-            "nvme",
-            "rdma",
-            "loop",
-        ] {
+        for key in ["kernel", "cpus", "hugepages", "io_uring", "nvme", "rdma", "loop"] {
             assert!(value.get(key).is_some(), "missing {key}");
         }
         assert_eq!(value, serde_json::to_value(&p).unwrap());

@@ -77,24 +77,18 @@ impl RdmaInfo {
     /// otherwise a human reason suitable for a test-skip message.
     pub fn available(&self) -> Result<(), String> {
         if !self.class_present {
-            return Err(format!(
-                "no {IB_CLASS} (ib_core not loaded / no RDMA hardware)"
-            ));
+            return Err(format!("no {IB_CLASS} (ib_core not loaded / no RDMA hardware)"));
         }
         if self.devices.is_empty() {
-            return Err(format!("{IB_CLASS} is empty (no RDMA devices; try `rdma link add rxe0 type rxe netdev <if>`)"));
+            return Err(format!(
+                "{IB_CLASS} is empty (no RDMA devices; try `rdma link add rxe0 type rxe netdev <if>`)"
+            ));
         }
-        if !self
-            .devices
-            .iter()
-            .any(|d| d.ports.iter().any(RdmaPort::is_active))
-        {
+        if !self.devices.iter().any(|d| d.ports.iter().any(RdmaPort::is_active)) {
             return Err("RDMA devices present but no port is ACTIVE".to_string());
         }
         if self.uverbs.is_empty() {
-            return Err(format!(
-                "no {IB_DEV}/uverbs* (ib_uverbs not loaded or /dev not exposed)"
-            ));
+            return Err(format!("no {IB_DEV}/uverbs* (ib_uverbs not loaded or /dev not exposed)"));
         }
         Ok(())
     }
@@ -104,21 +98,13 @@ fn device(name: &str, errors: &mut Vec<String>) -> RdmaDevice {
     let dir = format!("{IB_CLASS}/{name}");
     let ports_dir = format!("{dir}/ports");
     let ports = match list_dir(&ports_dir) {
-        Ok(p) => p
-            .iter()
-            .filter_map(|p| p.parse().ok())
-            .map(|p| port(&ports_dir, p))
-            .collect(),
+        Ok(p) => p.iter().filter_map(|p| p.parse().ok()).map(|p| port(&ports_dir, p)).collect(),
         Err(e) => {
             errors.push(format!("{ports_dir}: {e}"));
             Vec::new()
         }
     };
-    RdmaDevice {
-        name: name.to_string(),
-        node_type: read_str(&format!("{dir}/node_type")).ok(),
-        ports,
-    }
+    RdmaDevice { name: name.to_string(), node_type: read_str(&format!("{dir}/node_type")).ok(), ports }
 }
 
 fn port(ports_dir: &str, port: u32) -> RdmaPort {
@@ -153,17 +139,8 @@ mod tests {
         assert!(info.available().unwrap_err().contains("ib_core"));
         info.class_present = true;
         assert!(info.available().unwrap_err().contains("no RDMA devices"));
-        let port = RdmaPort {
-            port: 1,
-            state: Some("4: ACTIVE".into()),
-            link_layer: None,
-            gids: None,
-        };
-        info.devices.push(RdmaDevice {
-            name: "rxe0".into(),
-            node_type: None,
-            ports: vec![port],
-        });
+        let port = RdmaPort { port: 1, state: Some("4: ACTIVE".into()), link_layer: None, gids: None };
+        info.devices.push(RdmaDevice { name: "rxe0".into(), node_type: None, ports: vec![port] });
         assert!(info.available().unwrap_err().contains("uverbs"));
         info.uverbs.push("/dev/infiniband/uverbs0".into());
         assert_eq!(info.available(), Ok(()));

@@ -30,17 +30,11 @@ fn line(f: &mut Formatter<'_>, label: &str, text: impl Display) -> fmt::Result {
 
 /// Error notes, one per line under the section.
 fn notes<'a>(f: &mut Formatter<'_>, errors: impl IntoIterator<Item = &'a String>) -> fmt::Result {
-    errors
-        .into_iter()
-        .try_for_each(|e| line(f, "", format_args!("! {e}")))
+    errors.into_iter().try_for_each(|e| line(f, "", format_args!("! {e}")))
 }
 
 /// Words after `head`, wrapped at [`WIDTH`] with continuation lines indented.
-fn wrapped<'a>(
-    f: &mut Formatter<'_>,
-    head: &str,
-    words: impl Iterator<Item = &'a str>,
-) -> fmt::Result {
+fn wrapped<'a>(f: &mut Formatter<'_>, head: &str, words: impl Iterator<Item = &'a str>) -> fmt::Result {
     let mut cur = head.to_string();
     for w in words {
         if cur.len() + w.len() + 1 > WIDTH - LABEL && cur.len() > 2 {
@@ -73,15 +67,7 @@ fn cpus(f: &mut Formatter<'_>, c: &CpuTopology) -> fmt::Result {
     let topo: Vec<String> = c
         .cpus
         .iter()
-        .map(|i| {
-            format!(
-                "{}:{}/{}/{}",
-                i.cpu,
-                opt(i.core_id),
-                opt(i.package_id),
-                opt(i.numa_node)
-            )
-        })
+        .map(|i| format!("{}:{}/{}/{}", i.cpu, opt(i.core_id), opt(i.package_id), opt(i.numa_node)))
         .collect();
     if !topo.is_empty() {
         wrapped(f, "cpu:core/pkg/node", topo.iter().map(String::as_str))?;
@@ -101,12 +87,7 @@ fn hugepages(f: &mut Formatter<'_>, h: &Hugepages) -> fmt::Result {
     if h.sizes.is_empty() {
         text.push_str("no pools; ");
     }
-    let _ = write!(
-        text,
-        "default {}kB, Hugetlb {} kB",
-        opt(h.default_size_kb),
-        opt(h.hugetlb_kb)
-    );
+    let _ = write!(text, "default {}kB, Hugetlb {} kB", opt(h.default_size_kb), opt(h.hugetlb_kb));
     line(f, "hugepages", text)?;
     notes(f, h.errors.iter())
 }
@@ -115,23 +96,13 @@ fn uring(f: &mut Formatter<'_>, u: &UringInfo) -> fmt::Result {
     let sysctl = opt(u.disabled_sysctl);
     if !u.available {
         let why = u.error.as_deref().unwrap_or("unknown");
-        return line(
-            f,
-            "io_uring",
-            format_args!("UNAVAILABLE: {why} (io_uring_disabled={sysctl})"),
-        );
+        return line(f, "io_uring", format_args!("UNAVAILABLE: {why} (io_uring_disabled={sysctl})"));
     }
-    let head = format!(
-        "ok, sq {} cq {}, io_uring_disabled={sysctl}",
-        u.sq_entries, u.cq_entries
-    );
+    let head = format!("ok, sq {} cq {}, io_uring_disabled={sysctl}", u.sq_entries, u.cq_entries);
     line(f, "io_uring", head)?;
     wrapped(f, "features:", u.enabled_features())?;
-    let names: Vec<String> = u
-        .opcodes
-        .iter()
-        .map(|o| o.name.clone().unwrap_or_else(|| format!("#{}", o.code)))
-        .collect();
+    let names: Vec<String> =
+        u.opcodes.iter().map(|o| o.name.clone().unwrap_or_else(|| format!("#{}", o.code))).collect();
     let head = format!("opcodes ({}):", names.len());
     wrapped(f, &head, names.iter().map(String::as_str))?;
     notes(f, u.probe_error.iter())
@@ -151,22 +122,14 @@ fn nvme(f: &mut Formatter<'_>, n: &NvmeInfo) -> fmt::Result {
         );
         line(f, "nvme", text.trim_end())?;
     }
-    let chars = if n.char_devices.is_empty() {
-        "none".to_string()
-    } else {
-        n.char_devices.join(" ")
-    };
+    let chars = if n.char_devices.is_empty() { "none".to_string() } else { n.char_devices.join(" ") };
     line(f, "", format_args!("char devices: {chars}"))?;
     notes(f, n.errors.iter())
 }
 
 fn rdma(f: &mut Formatter<'_>, r: &RdmaInfo) -> fmt::Result {
     match r.available() {
-        Ok(()) => line(
-            f,
-            "rdma",
-            format_args!("available, uverbs: {}", r.uverbs.join(" ")),
-        )?,
+        Ok(()) => line(f, "rdma", format_args!("available, uverbs: {}", r.uverbs.join(" ")))?,
         Err(why) => line(f, "rdma", format_args!("unavailable: {why}"))?,
     }
     for d in &r.devices {
@@ -191,18 +154,10 @@ fn loops(f: &mut Formatter<'_>, l: &LoopInfo) -> fmt::Result {
         (true, false) => "/dev/loop-control present (not writable)",
         (true, true) => "/dev/loop-control present (writable)",
     };
-    let text = format!(
-        "{control}; {} configured, {} unbound",
-        l.configured.len(),
-        l.unbound.len()
-    );
+    let text = format!("{control}; {} configured, {} unbound", l.configured.len(), l.unbound.len());
     line(f, "loop", text)?;
     for d in &l.configured {
-        line(
-            f,
-            "",
-            format_args!("{} -> {}", d.name, opt(d.backing_file.as_deref())),
-        )?;
+        line(f, "", format_args!("{} -> {}", d.name, opt(d.backing_file.as_deref())))?;
     }
     notes(f, l.errors.iter())
 }

@@ -5,16 +5,13 @@ use std::str::FromStr;
 
 /// Reads a file and trims surrounding whitespace; the error names the path.
 pub(crate) fn read_str(path: &str) -> Result<String, String> {
-    fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("{path}: {e}"))
+    fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("{path}: {e}"))
 }
 
 /// Reads a file and parses its trimmed contents.
 pub(crate) fn read_parse<T: FromStr>(path: &str) -> Result<T, String> {
     let text = read_str(path)?;
-    text.parse()
-        .map_err(|_| format!("{path}: cannot parse {text:?}"))
+    text.parse().map_err(|_| format!("{path}: cannot parse {text:?}"))
 }
 
 /// Like [`read_parse`], but a failure is pushed onto `errors` and yields `None`.
@@ -72,11 +69,7 @@ pub(crate) fn format_cpu_list(cpus: &[u32]) -> String {
             end += 1;
             iter.next();
         }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
     }
     out.join(",")
 }
@@ -87,10 +80,7 @@ mod tests {
 
     #[test]
     fn cpu_list_round_trip() {
-        assert_eq!(
-            parse_cpu_list("0-3,8,10-11\n").unwrap(),
-            vec![0, 1, 2, 3, 8, 10, 11]
-        );
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n").unwrap(), vec![0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());

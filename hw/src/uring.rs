@@ -92,10 +92,7 @@ const FEATURES: [(&str, FeatureTest); 16] = [
     ("ext_arg", Parameters::is_feature_ext_arg),
     ("native_workers", Parameters::is_feature_native_workers),
     ("resource_tagging", Parameters::is_feature_resource_tagging),
-    (
-        "skip_cqe_on_success",
-        Parameters::is_feature_skip_cqe_on_success,
-    ),
+    ("skip_cqe_on_success", Parameters::is_feature_skip_cqe_on_success),
     ("linked_file", Parameters::is_feature_linked_file),
     ("recvsend_bundle", Parameters::is_feature_recvsend_bundle),
     ("min_timeout", Parameters::is_feature_min_timeout),
@@ -152,17 +149,11 @@ impl UringInfo {
         let params = ring.params();
         info.sq_entries = params.sq_entries();
         info.cq_entries = params.cq_entries();
-        info.features = FEATURES
-            .iter()
-            .map(|(name, test)| (name.to_string(), test(params)))
-            .collect();
+        info.features = FEATURES.iter().map(|(name, test)| (name.to_string(), test(params))).collect();
         let mut probe = io_uring::Probe::new();
         match ring.submitter().register_probe(&mut probe) {
             Ok(()) => {
-                info.opcodes = (0..=u8::MAX)
-                    .filter(|&c| probe.is_supported(c))
-                    .map(Opcode::new)
-                    .collect()
+                info.opcodes = (0..=u8::MAX).filter(|&c| probe.is_supported(c)).map(Opcode::new).collect()
             }
             Err(e) => info.probe_error = Some(format!("IORING_REGISTER_PROBE: {e}")),
         }
@@ -176,19 +167,13 @@ impl UringInfo {
 
     /// Names of the features the kernel reported, in name order.
     pub fn enabled_features(&self) -> impl Iterator<Item = &str> {
-        self.features
-            .iter()
-            .filter(|(_, on)| **on)
-            .map(|(n, _)| n.as_str())
+        self.features.iter().filter(|(_, on)| **on).map(|(n, _)| n.as_str())
     }
 }
 
 impl Opcode {
     fn new(code: u8) -> Self {
-        Self {
-            code,
-            name: opcode_name(code).map(str::to_string),
-        }
+        Self { code, name: opcode_name(code).map(str::to_string) }
     }
 }
 

@@ -30,7 +30,7 @@ T0=$(cut -d' ' -f1 /proc/uptime)
 say() { echo "ferrite-init[$(cut -d' ' -f1 /proc/uptime)]: $*"; }
 fatal() {
     echo "ferrite-init: FATAL: $*"
-    if [ -d /job/. ] && mountpoint -q /job; then
+    if grep -q '^job /job ' /proc/mounts; then
         echo "$*" >/job/init-failed
     fi
     sync
@@ -131,14 +131,32 @@ ip link set eth0 up || fatal "no eth0"
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 
-[ "${VM_VERBOSE:-0}" = 1 ] && say "root ready ($VM_ROOT), running the script"
+say "root ready ($VM_ROOT, cwd $VM_CWD), eth0 10.0.2.15, running the script"
 [ -n "${VM_CMD:-}" ] || fatal "VM_CMD missing from /job/config"
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 eval "set -- $VM_CMD"
-{
-    chroot $R "$@" </dev/null
-    echo $? >/job/rc
-} 2>&1 | tee /job/output >/dev/ttyS1
+mkfifo /tmp/script.out
+tee /job/output </tmp/script.out >/dev/ttyS1 &
+TEE=$!
+chroot $R "$@" </dev/null >/tmp/script.out 2>&1
+echo $? >/job/rc
+# Background processes the script left behind may hold its stdout open: give them 2 s to
+# finish, then kill them so tee sees end-of-file.
+i=0
+while kill -0 $TEE 2>/dev/null && [ $i -lt 20 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+if kill -0 $TEE 2>/dev/null; then
+    say "killing processes left behind by the script"
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        if [ "$p" != 1 ] && [ "$p" != "$TEE" ] && [ -s "/proc/$p/cmdline" ]; then
+            kill -KILL "$p" 2>/dev/null
+        fi
+    done
+fi
+wait $TEE
 sync
 say "script exited with $(cat /job/rc 2>/dev/null || echo '?'), powering off"
 umount $R/run/job 2>/dev/null

@@ -19,11 +19,7 @@ impl Channel {
     /// Opens the backend half on the calling reactor.
     pub fn new(bdev: Arc<dyn Bdev>) -> Result<Channel, BdevError> {
         let backend = bdev.open_backend()?;
-        Ok(Channel {
-            bdev,
-            backend,
-            rejected: Vec::new(),
-        })
+        Ok(Channel { bdev, backend, rejected: Vec::new() })
     }
 
     /// The device.

@@ -94,11 +94,7 @@ impl fmt::Display for IoStatus {
             IoStatus::InvalidLength => write!(f, "buffer length does not match the block count"),
             IoStatus::Unsupported => write!(f, "operation not supported by this device"),
             IoStatus::IoError(errno) => {
-                write!(
-                    f,
-                    "I/O error: {}",
-                    std::io::Error::from_raw_os_error(*errno)
-                )
+                write!(f, "I/O error: {}", std::io::Error::from_raw_os_error(*errno))
             }
             IoStatus::Aborted => write!(f, "aborted: device closed"),
         }
@@ -119,11 +115,7 @@ pub struct IoCompletion {
 impl IoCompletion {
     /// The completion for `io` with `status`.
     pub fn of(io: BdevIo, status: IoStatus) -> IoCompletion {
-        IoCompletion {
-            tag: io.tag,
-            status,
-            buf: io.buf,
-        }
+        IoCompletion { tag: io.tag, status, buf: io.buf }
     }
 }
 

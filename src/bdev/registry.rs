@@ -47,9 +47,7 @@ impl BdevRegistry {
     /// Looks a device up.
     pub fn get(&self, name: &str) -> Result<Arc<dyn Bdev>, RegistryError> {
         let map = self.bdevs.read().expect("registry lock poisoned");
-        map.get(name)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        map.get(name).cloned().ok_or_else(|| RegistryError::NotFound(name.to_string()))
     }
 
     /// Removes a device that no consumer claims.
@@ -58,8 +56,7 @@ impl BdevRegistry {
             return Err(RegistryError::InUse(name.to_string(), owner.clone()));
         }
         let mut map = self.bdevs.write().expect("registry lock poisoned");
-        map.remove(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        map.remove(name).ok_or_else(|| RegistryError::NotFound(name.to_string()))
     }
 
     /// Marks `name` as used by `owner` (a subsystem, a replicated volume).
@@ -77,28 +74,16 @@ impl BdevRegistry {
 
     /// Releases a claim.
     pub fn release(&self, name: &str) {
-        self.claims
-            .write()
-            .expect("claims lock poisoned")
-            .remove(name);
+        self.claims.write().expect("claims lock poisoned").remove(name);
     }
 
     /// Who claims `name`, if anyone.
     pub fn claimed_by(&self, name: &str) -> Option<String> {
-        self.claims
-            .read()
-            .expect("claims lock poisoned")
-            .get(name)
-            .cloned()
+        self.claims.read().expect("claims lock poisoned").get(name).cloned()
     }
 
     /// All devices, by name.
     pub fn list(&self) -> Vec<Arc<dyn Bdev>> {
-        self.bdevs
-            .read()
-            .expect("registry lock poisoned")
-            .values()
-            .cloned()
-            .collect()
+        self.bdevs.read().expect("registry lock poisoned").values().cloned().collect()
     }
 }

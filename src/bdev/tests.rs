@@ -25,14 +25,7 @@ fn run(ch: &mut Channel, io: BdevIo) -> IoCompletion {
 }
 
 fn io(ty: IoType, lba: u64, n: u32, buf: Option<crate::sys::DmaBuf>) -> BdevIo {
-    BdevIo {
-        ty,
-        offset_blocks: lba,
-        num_blocks: n,
-        buf,
-        fua: false,
-        tag: 7,
-    }
+    BdevIo { ty, offset_blocks: lba, num_blocks: n, buf, fua: false, tag: 7 }
 }
 
 fn write_read_zero(bdev: Arc<dyn Bdev>, pool: &DmaPool) {
@@ -40,48 +33,23 @@ fn write_read_zero(bdev: Arc<dyn Bdev>, pool: &DmaPool) {
     let mut ch = open_channel(&bdev).unwrap();
     let mut buf = pool.alloc().unwrap();
     buf.set_len(2 * bs);
-    buf.as_mut_slice()
-        .iter_mut()
-        .enumerate()
-        .for_each(|(i, b)| *b = (i % 251) as u8);
-    let c = run(
-        &mut ch,
-        BdevIo {
-            fua: true,
-            ..io(IoType::Write, 3, 2, Some(buf))
-        },
-    );
+    buf.as_mut_slice().iter_mut().enumerate().for_each(|(i, b)| *b = (i % 251) as u8);
+    let c = run(&mut ch, BdevIo { fua: true, ..io(IoType::Write, 3, 2, Some(buf)) });
     assert_eq!((c.tag, c.status), (7, IoStatus::Success));
     let mut rbuf = c.buf.unwrap();
     rbuf.as_mut_slice().fill(0xEE);
     let c = run(&mut ch, io(IoType::Read, 3, 2, Some(rbuf)));
     assert_eq!(c.status, IoStatus::Success);
     let data = c.buf.unwrap();
-    assert!(data
-        .as_slice()
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b == (i % 251) as u8));
-    assert_eq!(
-        run(&mut ch, io(IoType::WriteZeroes, 4, 1, None)).status,
-        IoStatus::Success
-    );
-    assert_eq!(
-        run(&mut ch, io(IoType::Flush, 0, 0, None)).status,
-        IoStatus::Success
-    );
+    assert!(data.as_slice().iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert_eq!(run(&mut ch, io(IoType::WriteZeroes, 4, 1, None)).status, IoStatus::Success);
+    assert_eq!(run(&mut ch, io(IoType::Flush, 0, 0, None)).status, IoStatus::Success);
     let c = run(&mut ch, io(IoType::Read, 3, 2, Some(data)));
     let d = c.buf.unwrap();
     assert_eq!(d.as_slice()[0], 0);
     assert_eq!(d.as_slice()[1], 1);
-    assert!(
-        d.as_slice()[bs..].iter().all(|&b| b == 0),
-        "write zeroes zeroed block 4"
-    );
-    assert_eq!(
-        run(&mut ch, io(IoType::Unmap, 3, 1, None)).status,
-        IoStatus::Success
-    );
+    assert!(d.as_slice()[bs..].iter().all(|&b| b == 0), "write zeroes zeroed block 4");
+    assert_eq!(run(&mut ch, io(IoType::Unmap, 3, 1, None)).status, IoStatus::Success);
 }
 
 fn rejects_bad_requests(bdev: Arc<dyn Bdev>, pool: &DmaPool) {
@@ -96,18 +64,9 @@ fn rejects_bad_requests(bdev: Arc<dyn Bdev>, pool: &DmaPool) {
     b.set_len(bs + 1);
     let c = run(&mut ch, io(IoType::Write, 0, 1, Some(b)));
     assert_eq!(c.status, IoStatus::InvalidLength);
-    assert_eq!(
-        run(&mut ch, io(IoType::Write, 0, 1, None)).status,
-        IoStatus::InvalidLength
-    );
-    assert_eq!(
-        run(&mut ch, io(IoType::WriteZeroes, u64::MAX, 2, None)).status,
-        IoStatus::OutOfRange
-    );
-    assert_eq!(
-        run(&mut ch, io(IoType::Unmap, 0, 0, None)).status,
-        IoStatus::InvalidLength
-    );
+    assert_eq!(run(&mut ch, io(IoType::Write, 0, 1, None)).status, IoStatus::InvalidLength);
+    assert_eq!(run(&mut ch, io(IoType::WriteZeroes, u64::MAX, 2, None)).status, IoStatus::OutOfRange);
+    assert_eq!(run(&mut ch, io(IoType::Unmap, 0, 0, None)).status, IoStatus::InvalidLength);
 }
 
 #[test]
@@ -125,9 +84,7 @@ fn null_backend_completes_everything() {
     let mut ch = open_channel(&b).unwrap();
     let mut buf = p.alloc().unwrap();
     buf.set_len(4096);
-    assert!(run(&mut ch, io(IoType::Write, 1, 1, Some(buf)))
-        .status
-        .is_success());
+    assert!(run(&mut ch, io(IoType::Write, 1, 1, Some(buf))).status.is_success());
     rejects_bad_requests(b, &p);
 }
 
@@ -160,10 +117,7 @@ fn uring_create_errors_name_the_problem() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     let f = temp_file(4096 + 512);
     let err = UringBdev::create("u1", f.path().to_str().unwrap(), Some(4096), None, p).unwrap_err();
-    assert!(
-        err.to_string().contains("not a multiple of the block size"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not a multiple of the block size"), "{err}");
     let err = Geometry::new("bad name", 512, 1, None).unwrap_err();
     assert!(err.to_string().contains("invalid bdev name"));
     let err = Geometry::new("x", 1000, 1, None).unwrap_err();

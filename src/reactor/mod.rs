@@ -76,13 +76,10 @@ impl Reactor {
     /// Creates the rings and mailboxes for `count` reactors.
     pub fn build_set(count: usize) -> std::io::Result<Vec<ReactorSeed>> {
         assert!(count > 0, "at least one reactor");
-        let mailboxes: Vec<Arc<Mailbox>> = (0..count)
-            .map(|_| Mailbox::new().map(Arc::new))
-            .collect::<Result<_, _>>()?;
+        let mailboxes: Vec<Arc<Mailbox>> =
+            (0..count).map(|_| Mailbox::new().map(Arc::new)).collect::<Result<_, _>>()?;
         let mailboxes: Arc<[Arc<Mailbox>]> = mailboxes.into();
-        let mut peers: Vec<Vec<Option<_>>> = (0..count)
-            .map(|_| (0..count).map(|_| None).collect())
-            .collect();
+        let mut peers: Vec<Vec<Option<_>>> = (0..count).map(|_| (0..count).map(|_| None).collect()).collect();
         let mut inbound: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
         for from in 0..count {
             for to in (0..count).filter(|&to| to != from) {
@@ -95,12 +92,7 @@ impl Reactor {
             .into_iter()
             .zip(inbound)
             .enumerate()
-            .map(|(id, (peers, inbound))| ReactorSeed {
-                id,
-                inbound,
-                peers,
-                mailboxes: mailboxes.clone(),
-            })
+            .map(|(id, (peers, inbound))| ReactorSeed { id, inbound, peers, mailboxes: mailboxes.clone() })
             .collect();
         Ok(seeds)
     }
@@ -110,19 +102,18 @@ impl Reactor {
         seed: ReactorSeed,
         core: Option<usize>,
         policy: &str,
+        clock: Option<MonotonicClock>,
     ) -> std::io::Result<Reactor> {
         let epoll = crate::sys::event::Epoll::new()?;
         let mailbox = seed.mailboxes[seed.id].clone();
-        epoll.add(
-            std::os::fd::AsRawFd::as_raw_fd(mailbox.doorbell()),
-            u64::MAX,
-        )?;
+        epoll.add(std::os::fd::AsRawFd::as_raw_fd(mailbox.doorbell()), u64::MAX)?;
         let services = Services {
             spawned: Vec::new(),
             epoll,
             peers: seed.peers,
             mailboxes: seed.mailboxes,
             stop: false,
+            clock,
         };
         Ok(Reactor {
             id: seed.id,
@@ -139,10 +130,7 @@ impl Reactor {
 
     /// Builds `count` reactors for stepping on the current thread.
     pub fn local_set(count: usize) -> std::io::Result<Vec<Reactor>> {
-        Reactor::build_set(count)?
-            .into_iter()
-            .map(|s| Reactor::from_seed(s, None, "stepped"))
-            .collect()
+        Reactor::build_set(count)?.into_iter().map(|s| Reactor::from_seed(s, None, "stepped", None)).collect()
     }
 
     /// This reactor's index.
@@ -157,24 +145,12 @@ impl Reactor {
 
     /// Adds a poller directly (before the loop starts, or from tests).
     pub fn add_poller(&mut self, poller: Box<dyn Poller>, now: Nanos) {
-        self.adopt(
-            Spawn {
-                period: None,
-                poller,
-            },
-            now,
-        );
+        self.adopt(Spawn { period: None, poller }, now);
     }
 
     /// Adds a timed poller directly.
     pub fn add_timed_poller(&mut self, period: Nanos, poller: Box<dyn Poller>, now: Nanos) {
-        self.adopt(
-            Spawn {
-                period: Some(period),
-                poller,
-            },
-            now,
-        );
+        self.adopt(Spawn { period: Some(period), poller }, now);
     }
 
     fn adopt(&mut self, spawn: Spawn, now: Nanos) {
@@ -185,12 +161,7 @@ impl Reactor {
             ..PollerStats::default()
         };
         let next_due = now + spawn.period.unwrap_or(0);
-        self.entries.push(Entry {
-            poller: spawn.poller,
-            period: spawn.period,
-            next_due,
-            stats,
-        });
+        self.entries.push(Entry { poller: spawn.poller, period: spawn.period, next_due, stats });
     }
 
     /// Whether the loop was asked to stop.
@@ -214,11 +185,7 @@ impl Reactor {
                 i += 1;
                 continue;
             }
-            let mut cx = PollCtx {
-                now,
-                reactor: self.id,
-                services: &mut self.services,
-            };
+            let mut cx = PollCtx { now, reactor: self.id, services: &mut self.services };
             let status = entry.poller.poll(&mut cx);
             if let Some(period) = entry.period {
                 entry.next_due = now + period;
@@ -264,10 +231,7 @@ impl Reactor {
     fn drain_messages(&mut self, now: Nanos) -> bool {
         let mut handled = 0;
         while handled < MESSAGES_PER_POLL {
-            let msg = self
-                .mailbox
-                .pop_control()
-                .or_else(|| self.inbound.iter_mut().find_map(|c| c.pop()));
+            let msg = self.mailbox.pop_control().or_else(|| self.inbound.iter_mut().find_map(|c| c.pop()));
             let Some(msg) = msg else { break };
             handled += 1;
             self.handle(msg, now);
@@ -279,11 +243,7 @@ impl Reactor {
     fn handle(&mut self, msg: Message, now: Nanos) {
         match msg {
             Message::Call(f) => {
-                let mut cx = PollCtx {
-                    now,
-                    reactor: self.id,
-                    services: &mut self.services,
-                };
+                let mut cx = PollCtx { now, reactor: self.id, services: &mut self.services };
                 f(&mut cx);
             }
             Message::Snapshot(reply) => {
@@ -301,11 +261,7 @@ impl Reactor {
 
     /// The earliest time a timed poller is due.
     pub fn next_timer_due(&self) -> Option<Nanos> {
-        self.entries
-            .iter()
-            .filter(|e| e.period.is_some())
-            .map(|e| e.next_due)
-            .min()
+        self.entries.iter().filter(|e| e.period.is_some()).map(|e| e.next_due).min()
     }
 
     /// The reactor's statistics now.

@@ -62,6 +62,8 @@ pub(crate) struct Services {
     pub(crate) peers: Vec<Option<Producer<Message>>>,
     pub(crate) mailboxes: Arc<[Arc<Mailbox>]>,
     pub(crate) stop: bool,
+    /// The real clock when running on a thread; `None` when stepped with virtual time.
+    pub(crate) clock: Option<super::time::MonotonicClock>,
 }
 
 /// Why a message could not be sent.
@@ -76,6 +78,12 @@ pub enum SendError {
 }
 
 impl PollCtx<'_> {
+    /// The time right now, for measuring latency inside one poll: the real clock on a reactor
+    /// thread, the poll's `now` when stepped with virtual time.
+    pub fn precise_now(&self) -> Nanos {
+        self.services.clock.as_ref().map_or(self.now, |c| c.now())
+    }
+
     /// This reactor's index.
     pub fn reactor(&self) -> usize {
         self.reactor
@@ -88,19 +96,13 @@ impl PollCtx<'_> {
 
     /// Starts `poller` on this reactor (from the next poll on).
     pub fn spawn(&mut self, poller: Box<dyn Poller>) {
-        self.services.spawned.push(Spawn {
-            period: None,
-            poller,
-        });
+        self.services.spawned.push(Spawn { period: None, poller });
     }
 
     /// Starts `poller` to run every `period` nanoseconds.
     pub fn spawn_timed(&mut self, period: Nanos, poller: Box<dyn Poller>) {
         assert!(period > 0, "timed poller needs a period");
-        self.services.spawned.push(Spawn {
-            period: Some(period),
-            poller,
-        });
+        self.services.spawned.push(Spawn { period: Some(period), poller });
     }
 
     /// Wakes this reactor from an idle sleep when `fd` becomes readable (level-triggered; the
@@ -117,9 +119,7 @@ impl PollCtx<'_> {
     /// Sends `msg` to reactor `to` (possibly ourselves) over the bounded ring for that pair.
     pub fn send(&mut self, to: usize, msg: Message) -> Result<(), (SendError, Message)> {
         if to == self.reactor {
-            return self.services.mailboxes[to]
-                .push_control(msg)
-                .map_err(|m| (SendError::Full(to), m));
+            return self.services.mailboxes[to].push_control(msg).map_err(|m| (SendError::Full(to), m));
         }
         let Some(Some(ring)) = self.services.peers.get_mut(to) else {
             return Err((SendError::NoReactor(to), msg));

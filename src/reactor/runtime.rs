@@ -99,9 +99,7 @@ impl ReactorHandle {
 
     /// Sends a message.
     pub fn send(&self, msg: Message) -> Result<(), ControlError> {
-        self.mailbox
-            .push_control(msg)
-            .map_err(|_| ControlError::Busy(self.id))
+        self.mailbox.push_control(msg).map_err(|_| ControlError::Busy(self.id))
     }
 
     /// Runs `f` on the reactor and waits for its result.
@@ -113,16 +111,14 @@ impl ReactorHandle {
         self.send(Message::call(move |cx| {
             let _ = tx.send(f(cx));
         }))?;
-        rx.recv_timeout(CONTROL_TIMEOUT)
-            .map_err(|_| ControlError::Timeout(self.id, CONTROL_TIMEOUT))
+        rx.recv_timeout(CONTROL_TIMEOUT).map_err(|_| ControlError::Timeout(self.id, CONTROL_TIMEOUT))
     }
 
     /// The reactor's statistics.
     pub fn snapshot(&self) -> Result<ReactorSnapshot, ControlError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Message::Snapshot(tx))?;
-        rx.recv_timeout(CONTROL_TIMEOUT)
-            .map_err(|_| ControlError::Timeout(self.id, CONTROL_TIMEOUT))
+        rx.recv_timeout(CONTROL_TIMEOUT).map_err(|_| ControlError::Timeout(self.id, CONTROL_TIMEOUT))
     }
 }
 
@@ -141,22 +137,14 @@ impl Runtime {
         let mut threads = Vec::new();
         for (seed, &core) in seeds.into_iter().zip(&config.cores) {
             let mailbox = seed.mailboxes()[seed.id()].clone();
-            handles.push(ReactorHandle {
-                id: seed.id(),
-                core,
-                mailbox,
-            });
+            handles.push(ReactorHandle { id: seed.id(), core, mailbox });
             let cfg = config.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("reactor_{}", seed.id()))
                 .spawn(move || run_thread(seed, core, cfg))?;
             threads.push(thread);
         }
-        Ok(Runtime {
-            handles,
-            threads,
-            config,
-        })
+        Ok(Runtime { handles, threads, config })
     }
 
     /// Handles to every reactor, by index.
@@ -198,7 +186,8 @@ fn run_thread(seed: super::ReactorSeed, core: usize, cfg: RuntimeConfig) {
     if cfg.pin {
         crate::sys::affinity::pin_current_thread(core);
     }
-    let mut reactor = match Reactor::from_seed(seed, Some(core), cfg.idle_policy.name()) {
+    let clock = MonotonicClock::new();
+    let mut reactor = match Reactor::from_seed(seed, Some(core), cfg.idle_policy.name(), Some(clock)) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(core, error = %e, "reactor could not start");
@@ -206,7 +195,7 @@ fn run_thread(seed: super::ReactorSeed, core: usize, cfg: RuntimeConfig) {
         }
     };
     tracing::debug!(reactor = reactor.id(), core, "reactor running");
-    run_loop(&mut reactor, &cfg, &MonotonicClock::new());
+    run_loop(&mut reactor, &cfg, &clock);
 }
 
 /// The reactor loop: poll, and in the adaptive policy sleep after an idle spell.
@@ -229,9 +218,7 @@ pub fn run_loop(reactor: &mut Reactor, cfg: &RuntimeConfig, clock: &MonotonicClo
             std::hint::spin_loop();
             continue;
         }
-        let until_timer = reactor
-            .next_timer_due()
-            .map_or(max_sleep, |due| due.saturating_sub(now));
+        let until_timer = reactor.next_timer_due().map_or(max_sleep, |due| due.saturating_sub(now));
         if until_timer > 0 {
             reactor.sleep(until_timer.min(max_sleep), clock);
         }

@@ -33,14 +33,7 @@ impl Poller for Counter {
 fn pollers_run_until_done() {
     let mut rs = Reactor::local_set(1).unwrap();
     let hits = Rc::new(Cell::new(0));
-    rs[0].add_poller(
-        Box::new(Counter {
-            name: "c",
-            hits: hits.clone(),
-            stop_after: 3,
-        }),
-        0,
-    );
+    rs[0].add_poller(Box::new(Counter { name: "c", hits: hits.clone(), stop_after: 3 }), 0);
     assert!(rs[0].poll_once(1));
     assert!(rs[0].poll_once(2));
     assert!(rs[0].poll_once(3));
@@ -53,11 +46,7 @@ fn pollers_run_until_done() {
 fn timed_poller_runs_on_its_period() {
     let mut rs = Reactor::local_set(1).unwrap();
     let hits = Rc::new(Cell::new(0));
-    let p = Counter {
-        name: "t",
-        hits: hits.clone(),
-        stop_after: u32::MAX,
-    };
+    let p = Counter { name: "t", hits: hits.clone(), stop_after: u32::MAX };
     rs[0].add_timed_poller(1000, Box::new(p), 0);
     assert_eq!(rs[0].next_timer_due(), Some(1000));
     rs[0].poll_once(500);
@@ -151,9 +140,7 @@ fn round_trips(rt: &Runtime) {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.handles()[0]
         .send(Message::call(move |cx| {
-            cx.send(1, Message::call(move |cx| tx.send(cx.reactor()).unwrap()))
-                .map_err(|(e, _)| e)
-                .unwrap();
+            cx.send(1, Message::call(move |cx| tx.send(cx.reactor()).unwrap())).map_err(|(e, _)| e).unwrap();
         }))
         .unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
@@ -165,10 +152,7 @@ fn adaptive_runtime_sleeps_and_wakes() {
     round_trips(&rt);
     std::thread::sleep(Duration::from_millis(100));
     let snap = rt.handles()[0].snapshot().unwrap();
-    assert!(
-        snap.counters.sleeps > 0,
-        "an idle adaptive reactor sleeps: {snap:?}"
-    );
+    assert!(snap.counters.sleeps > 0, "an idle adaptive reactor sleeps: {snap:?}");
     rt.shutdown();
 }
 
@@ -179,9 +163,6 @@ fn busy_runtime_spins() {
     std::thread::sleep(Duration::from_millis(20));
     let snap = rt.handles()[1].snapshot().unwrap();
     assert_eq!(snap.counters.sleeps, 0);
-    assert!(
-        snap.counters.idle_polls > 1000,
-        "a busy reactor spins: {snap:?}"
-    );
+    assert!(snap.counters.idle_polls > 1000, "a busy reactor spins: {snap:?}");
     rt.shutdown();
 }

@@ -22,9 +22,7 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A clock starting at zero now.
     pub fn new() -> MonotonicClock {
-        MonotonicClock {
-            epoch: Instant::now(),
-        }
+        MonotonicClock { epoch: Instant::now() }
     }
 
     /// Nanoseconds since the epoch.

@@ -47,25 +47,15 @@ pub struct Consumer<T> {
 pub fn spsc<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     assert!(capacity > 0, "ring capacity must be positive");
     let cap = capacity.next_power_of_two();
-    let slots = (0..cap)
-        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-        .collect();
+    let slots = (0..cap).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
     let shared = Arc::new(Shared {
         head: Line(AtomicUsize::new(0)),
         tail: Line(AtomicUsize::new(0)),
         mask: cap - 1,
         slots,
     });
-    let producer = Producer {
-        shared: shared.clone(),
-        tail: 0,
-        head_cache: Cell::new(0),
-    };
-    let consumer = Consumer {
-        shared,
-        head: 0,
-        tail_cache: Cell::new(0),
-    };
+    let producer = Producer { shared: shared.clone(), tail: 0, head_cache: Cell::new(0) };
+    let consumer = Consumer { shared, head: 0, tail_cache: Cell::new(0) };
     (producer, consumer)
 }
 
@@ -74,8 +64,7 @@ impl<T> Producer<T> {
     pub fn push(&mut self, value: T) -> Result<(), T> {
         let cap = self.shared.mask + 1;
         if self.tail - self.head_cache.get() == cap {
-            self.head_cache
-                .set(self.shared.head.0.load(Ordering::Acquire));
+            self.head_cache.set(self.shared.head.0.load(Ordering::Acquire));
             if self.tail - self.head_cache.get() == cap {
                 return Err(value);
             }
@@ -100,8 +89,7 @@ impl<T> Consumer<T> {
     /// Takes the oldest value, if any.
     pub fn pop(&mut self) -> Option<T> {
         if self.head == self.tail_cache.get() {
-            self.tail_cache
-                .set(self.shared.tail.0.load(Ordering::Acquire));
+            self.tail_cache.set(self.shared.tail.0.load(Ordering::Acquire));
             if self.head == self.tail_cache.get() {
                 return None;
             }

@@ -46,35 +46,21 @@ impl fmt::Debug for DmaPool {
 impl DmaPool {
     /// Allocates `count` buffers of `buf_size` bytes (a multiple of 4 KiB).
     pub fn new(buf_size: usize, count: u32, backing: Backing) -> io::Result<DmaPool> {
-        assert!(
-            buf_size > 0 && buf_size % DMA_ALIGN == 0,
-            "buf_size must be a multiple of 4 KiB"
-        );
+        assert!(buf_size > 0 && buf_size % DMA_ALIGN == 0, "buf_size must be a multiple of 4 KiB");
         assert!(count > 0, "empty pool");
         let region = Region::new(buf_size * count as usize, backing)?;
         let free = ArrayQueue::new(count as usize);
         for i in 0..count {
             free.push(i).expect("free list sized to count");
         }
-        let inner = PoolInner {
-            region,
-            buf_size,
-            count,
-            free,
-        };
-        Ok(DmaPool {
-            inner: Arc::new(inner),
-        })
+        let inner = PoolInner { region, buf_size, count, free };
+        Ok(DmaPool { inner: Arc::new(inner) })
     }
 
     /// Takes a free buffer, or `None` when all are in use (the caller applies back-pressure).
     pub fn alloc(&self) -> Option<DmaBuf> {
         let index = self.inner.free.pop()?;
-        Some(DmaBuf {
-            pool: self.inner.clone(),
-            index,
-            len: self.inner.buf_size,
-        })
+        Some(DmaBuf { pool: self.inner.clone(), index, len: self.inner.buf_size })
     }
 
     /// Bytes per buffer.
@@ -127,10 +113,7 @@ pub struct DmaBuf {
 
 impl fmt::Debug for DmaBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DmaBuf")
-            .field("index", &self.index)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("DmaBuf").field("index", &self.index).field("len", &self.len).finish()
     }
 }
 
@@ -182,10 +165,7 @@ impl DmaBuf {
 
     /// Sets the bytes in use; panics beyond the capacity (a programmer error).
     pub fn set_len(&mut self, len: usize) {
-        assert!(
-            len <= self.pool.buf_size,
-            "DmaBuf::set_len({len}) beyond capacity"
-        );
+        assert!(len <= self.pool.buf_size, "DmaBuf::set_len({len}) beyond capacity");
         self.len = len;
     }
 

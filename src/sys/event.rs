@@ -22,9 +22,7 @@ impl EventFd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor owned by nobody else.
-        Ok(EventFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     /// Rings the doorbell.
@@ -65,17 +63,12 @@ impl Epoll {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fresh descriptor owned by nobody else.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     /// Watches `fd` for readability (level-triggered).
     pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
         // SAFETY: `ev` is a live epoll_event; the kernel copies it.
         let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
         if rc < 0 {
@@ -97,20 +90,11 @@ impl Epoll {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
         // SAFETY: `events` has room for MAX_EVENTS entries, which is what we pass.
         let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.as_mut_ptr(),
-                MAX_EVENTS as i32,
-                timeout_ms,
-            )
+            libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), MAX_EVENTS as i32, timeout_ms)
         };
         if n < 0 {
             let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(err)
-            };
+            return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
         }
         tokens.extend(events[..n as usize].iter().map(|e| e.u64));
         Ok(())

@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod dma;
 pub mod event;
 pub mod region;
+pub mod signal;
 
 pub use dma::{DmaBuf, DmaPool};
 pub use region::Region;

@@ -21,17 +21,13 @@ pub struct MallocBdev {
 impl MallocBdev {
     /// Allocates the device's memory (zeroed).
     pub fn create(geo: Geometry) -> Result<Arc<MallocBdev>, BdevError> {
-        let bytes = usize::try_from(geo.size_bytes()).map_err(|_| {
-            BdevError::InvalidParams("malloc bdev larger than the address space".into())
-        })?;
+        let bytes = usize::try_from(geo.size_bytes())
+            .map_err(|_| BdevError::InvalidParams("malloc bdev larger than the address space".into()))?;
         let region = Region::new(bytes, Backing::PreferHuge).map_err(|source| BdevError::Os {
             what: format!("allocating {bytes} bytes for {}", geo.name),
             source,
         })?;
-        Ok(Arc::new(MallocBdev {
-            geo,
-            region: Arc::new(region),
-        }))
+        Ok(Arc::new(MallocBdev { geo, region: Arc::new(region) }))
     }
 }
 
@@ -76,27 +72,18 @@ impl MallocChannel {
     fn execute(&self, io: &mut BdevIo) {
         let off = io.offset_blocks as usize * self.block_size;
         let len = io.num_blocks as usize * self.block_size;
-        assert!(
-            off + len <= self.region.len(),
-            "validated range escapes the malloc region"
-        );
+        assert!(off + len <= self.region.len(), "validated range escapes the malloc region");
         // SAFETY: [off, off+len) lies inside the region (asserted); the region outlives this
         // channel (Arc); buffers come from the DMA pool, never from this region, so the copies
         // do not overlap.
         let dev = unsafe { self.region.as_ptr().add(off) };
         match (io.ty, io.buf.as_mut()) {
             // SAFETY: see above; the buffer holds exactly `len` bytes (validated).
-            (IoType::Read, Some(buf)) => unsafe {
-                std::ptr::copy_nonoverlapping(dev, buf.as_mut_ptr(), len)
-            },
+            (IoType::Read, Some(buf)) => unsafe { std::ptr::copy_nonoverlapping(dev, buf.as_mut_ptr(), len) },
             // SAFETY: see above.
-            (IoType::Write, Some(buf)) => unsafe {
-                std::ptr::copy_nonoverlapping(buf.as_ptr(), dev, len)
-            },
+            (IoType::Write, Some(buf)) => unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), dev, len) },
             // SAFETY: see above.
-            (IoType::WriteZeroes | IoType::Unmap, _) => unsafe {
-                std::ptr::write_bytes(dev, 0, len)
-            },
+            (IoType::WriteZeroes | IoType::Unmap, _) => unsafe { std::ptr::write_bytes(dev, 0, len) },
             (IoType::Flush, _) => {}
             (ty, None) => panic!("validated {ty:?} without a buffer"),
         }

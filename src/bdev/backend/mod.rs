@@ -29,9 +29,7 @@ impl Geometry {
         uuid: Option<uuid::Uuid>,
     ) -> Result<Geometry, BdevError> {
         if name.is_empty() || name.len() > 255 || name.contains(char::is_whitespace) {
-            return Err(BdevError::InvalidParams(format!(
-                "invalid bdev name {name:?}"
-            )));
+            return Err(BdevError::InvalidParams(format!("invalid bdev name {name:?}")));
         }
         if !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
             return Err(BdevError::InvalidParams(format!(
@@ -39,9 +37,7 @@ impl Geometry {
             )));
         }
         if num_blocks == 0 {
-            return Err(BdevError::InvalidParams(
-                "a bdev needs at least one block".into(),
-            ));
+            return Err(BdevError::InvalidParams("a bdev needs at least one block".into()));
         }
         Ok(Geometry {
             name: name.to_string(),

@@ -42,9 +42,7 @@ impl Bdev for NullBdev {
         true
     }
     fn open_backend(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
-        Ok(Box::new(NullChannel {
-            done: Vec::with_capacity(256),
-        }))
+        Ok(Box::new(NullChannel { done: Vec::with_capacity(256) }))
     }
 }
 

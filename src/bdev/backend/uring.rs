@@ -38,18 +38,11 @@ fn os_err(what: String) -> impl FnOnce(std::io::Error) -> BdevError {
 }
 
 fn open_device(path: &str) -> Result<(File, bool), BdevError> {
-    let direct = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
+    let direct = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path);
     match direct {
         Ok(f) => Ok((f, true)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            tracing::warn!(
-                path,
-                "O_DIRECT refused by the filesystem; using buffered I/O"
-            );
+            tracing::warn!(path, "O_DIRECT refused by the filesystem; using buffered I/O");
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -91,9 +84,7 @@ impl UringBdev {
         pool: DmaPool,
     ) -> Result<Arc<UringBdev>, BdevError> {
         if !std::path::Path::new(path).exists() {
-            return Err(BdevError::InvalidParams(format!(
-                "file {path:?} does not exist"
-            )));
+            return Err(BdevError::InvalidParams(format!("file {path:?} does not exist")));
         }
         let (file, direct) = open_device(path)?;
         let (bytes, dev_bs) = device_size(&file, path)?;
@@ -104,13 +95,7 @@ impl UringBdev {
             )));
         }
         let geo = Geometry::new(name, block_size, bytes / u64::from(block_size), uuid)?;
-        Ok(Arc::new(UringBdev {
-            geo,
-            file,
-            path: path.to_string(),
-            direct,
-            pool,
-        }))
+        Ok(Arc::new(UringBdev { geo, file, path: path.to_string(), direct, pool }))
     }
 
     /// The backing path.
@@ -167,14 +152,12 @@ impl UringChannel {
         let ring = IoUring::new(RING_ENTRIES).map_err(os_err("io_uring setup".into()))?;
         let eventfd = EventFd::new().map_err(os_err("eventfd".into()))?;
         let sub = ring.submitter();
-        sub.register_files(&[bdev.file.as_raw_fd()])
-            .map_err(os_err("registering the device file".into()))?;
+        sub.register_files(&[bdev.file.as_raw_fd()]).map_err(os_err("registering the device file".into()))?;
         // SAFETY: the iovecs describe the pool's region, which this channel keeps alive through
         // its `pool` handle for as long as the ring exists.
         unsafe { sub.register_buffers(&bdev.pool.fixed_iovecs()) }
             .map_err(os_err("registering DMA buffers".into()))?;
-        sub.register_eventfd(eventfd.as_raw_fd())
-            .map_err(os_err("registering the eventfd".into()))?;
+        sub.register_eventfd(eventfd.as_raw_fd()).map_err(os_err("registering the eventfd".into()))?;
         Ok(UringChannel {
             ring,
             fd: bdev.file.as_raw_fd(),
@@ -191,38 +174,28 @@ impl UringChannel {
         let file = types::Fixed(0);
         let off = io.offset_blocks * self.block_size;
         let len = u64::from(io.num_blocks) * self.block_size;
-        let fixed = io
-            .buf
-            .as_ref()
-            .filter(|b| self.pool.owns(b))
-            .map(|b| b.fixed_index());
+        let fixed = io.buf.as_ref().filter(|b| self.pool.owns(b)).map(|b| b.fixed_index());
         let dsync = if io.fua { libc::RWF_DSYNC } else { 0 };
         match (io.ty, io.buf.as_mut()) {
             (IoType::Read, Some(b)) => match fixed {
-                Some(i) => opcode::ReadFixed::new(file, b.as_mut_ptr(), b.len() as u32, i)
-                    .offset(off)
-                    .build(),
-                None => opcode::Read::new(file, b.as_mut_ptr(), b.len() as u32)
-                    .offset(off)
-                    .build(),
+                Some(i) => {
+                    opcode::ReadFixed::new(file, b.as_mut_ptr(), b.len() as u32, i).offset(off).build()
+                }
+                None => opcode::Read::new(file, b.as_mut_ptr(), b.len() as u32).offset(off).build(),
             },
             (IoType::Write, Some(b)) => match fixed {
                 Some(i) => opcode::WriteFixed::new(file, b.as_ptr(), b.len() as u32, i)
                     .offset(off)
                     .rw_flags(dsync)
                     .build(),
-                None => opcode::Write::new(file, b.as_ptr(), b.len() as u32)
-                    .offset(off)
-                    .rw_flags(dsync)
-                    .build(),
+                None => {
+                    opcode::Write::new(file, b.as_ptr(), b.len() as u32).offset(off).rw_flags(dsync).build()
+                }
             },
-            (IoType::Flush, _) => opcode::Fsync::new(file)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
-            (IoType::WriteZeroes, _) => opcode::Fallocate::new(file, len)
-                .offset(off)
-                .mode(libc::FALLOC_FL_ZERO_RANGE)
-                .build(),
+            (IoType::Flush, _) => opcode::Fsync::new(file).flags(types::FsyncFlags::DATASYNC).build(),
+            (IoType::WriteZeroes, _) => {
+                opcode::Fallocate::new(file, len).offset(off).mode(libc::FALLOC_FL_ZERO_RANGE).build()
+            }
             (IoType::Unmap, _) => opcode::Fallocate::new(file, len)
                 .offset(off)
                 .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
@@ -235,9 +208,7 @@ impl UringChannel {
         let mut n = 0;
         for cqe in self.ring.completion() {
             let slot = cqe.user_data() as usize;
-            let io = self.slots[slot]
-                .take()
-                .expect("completion for an empty slot");
+            let io = self.slots[slot].take().expect("completion for an empty slot");
             self.free.push(slot as u32);
             let status = match cqe.result() {
                 r if r < 0 => IoStatus::IoError(-r),
@@ -263,10 +234,7 @@ impl BackendChannel for UringChannel {
         // SAFETY: the buffer the entry points at is owned by the slab slot until the kernel
         // completes it (reap), and the slab lives as long as the ring (drop drains it).
         let pushed = unsafe { self.ring.submission().push(&sqe) };
-        assert!(
-            pushed.is_ok(),
-            "submission queue sized to the slab cannot be full"
-        );
+        assert!(pushed.is_ok(), "submission queue sized to the slab cannot be full");
         self.unsubmitted += 1;
         Ok(())
     }
