@@ -114,6 +114,7 @@ impl App {
 }
 
 fn blocks_of(size_mb: u64, block_size: u32) -> Result<u64, BdevError> {
+    Geometry::check_block_size(block_size)?;
     let bytes =
         size_mb.checked_mul(1 << 20).ok_or_else(|| BdevError::InvalidParams("size too large".into()))?;
     if block_size == 0 || bytes % u64::from(block_size) != 0 {

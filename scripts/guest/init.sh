@@ -151,7 +151,7 @@ if kill -0 $TEE 2>/dev/null; then
     say "killing processes left behind by the script"
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
-        if [ "$p" != 1 ] && [ "$p" != "$TEE" ] && [ -s "/proc/$p/cmdline" ]; then
+        if [ "$p" != 1 ] && [ "$p" != "$TEE" ]; then # kernel threads ignore it
             kill -KILL "$p" 2>/dev/null
         fi
     done

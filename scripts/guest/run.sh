@@ -27,6 +27,7 @@
 #   VM_BZIMAGE=1         boot the bzImage instead of the extracted vmlinux (slower)
 #   VM_APPEND=""         extra kernel command line
 #   VM_QEMU_EXTRA=""     extra qemu arguments (word-split)
+#   VM_SERIAL=1          wait for other VM_SERIAL=1 guests to finish first (2-core hosts)
 #   VM_KEEP=1            keep the job dir (config, script, output, rc, console.log)
 #   VM_VERBOSE=1         stream the guest console (kernel + init) to stderr
 #   FERRITE_GUEST_DIR    build cache (default /var/tmp/ferrite-guest)
@@ -57,6 +58,7 @@ VM_APPEND=${VM_APPEND:-}
 VM_QEMU_EXTRA=${VM_QEMU_EXTRA:-}
 VM_KEEP=${VM_KEEP:-0}
 VM_VERBOSE=${VM_VERBOSE:-0}
+VM_SERIAL=${VM_SERIAL:-0}
 
 say() { printf '[guest-run] %s\n' "$*" >&2; }
 
@@ -130,6 +132,14 @@ extra=($VM_QEMU_EXTRA)
 if [[ $VM_VERBOSE == 1 ]]; then
     tail -n +1 -F "$JOB/console.log" >&2 2>/dev/null &
     TAILPID=$!
+fi
+
+if [[ $VM_SERIAL == 1 ]]; then
+    exec 8>"$DIR/run.lock"
+    if ! flock -n 8; then
+        say "waiting for another guest (VM_SERIAL=1)"
+        flock 8
+    fi
 fi
 
 say "booting $VM_KVER ($(basename "$KERNEL"), ${VM_SMP} vCPU, ${VM_MEM} MiB, timeout ${VM_TIMEOUT}s): $(basename "$SCRIPT") $*"

@@ -114,7 +114,7 @@ fn print_table(list: &Value) {
             b["product_name"].as_str().unwrap_or("?"),
             bs,
             nb,
-            bs * nb >> 20,
+            (bs * nb) >> 20,
             b["uuid"].as_str().unwrap_or("?")
         );
     }

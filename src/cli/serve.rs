@@ -86,7 +86,7 @@ pub fn run(args: ServeArgs, socket: Option<PathBuf>) -> CliResult {
         "ferrite serving"
     );
     while !app.shutdown_requested() {
-        if let Some(sig) = crate::sys::signal::wait_termination(Duration::from_millis(200)) {
+        if let Some(sig) = crate::sys::signal::wait_termination(Duration::from_millis(500)) {
             tracing::info!(signal = sig, "stopping on signal");
             app.request_shutdown();
         }

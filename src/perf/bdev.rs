@@ -82,7 +82,7 @@ impl BdevJob {
 
     fn pick(&mut self) -> Option<(u64, bool)> {
         for _ in 0..16 {
-            let lba = self.offsets.next();
+            let lba = self.offsets.next_block();
             let read = self.offsets.is_read(self.read_percent);
             let n = self.blocks_per_io;
             if self.verify.as_mut().is_none_or(|v| v.try_reserve(lba, n)) {

@@ -137,7 +137,7 @@ impl OffsetGen {
     }
 
     /// The next I/O's first block.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_block(&mut self) -> u64 {
         let slot = if self.random {
             self.rng.below(self.slots)
         } else {

@@ -81,10 +81,10 @@ impl Reactor {
         let mailboxes: Arc<[Arc<Mailbox>]> = mailboxes.into();
         let mut peers: Vec<Vec<Option<_>>> = (0..count).map(|_| (0..count).map(|_| None).collect()).collect();
         let mut inbound: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
-        for from in 0..count {
+        for (from, row) in peers.iter_mut().enumerate() {
             for to in (0..count).filter(|&to| to != from) {
                 let (p, c) = spsc(PEER_RING_CAPACITY);
-                peers[from][to] = Some(p);
+                row[to] = Some(p);
                 inbound[to].push(c);
             }
         }

@@ -58,7 +58,7 @@ impl Default for RuntimeConfig {
             cores: vec![0],
             idle_policy: IdlePolicy::Adaptive,
             idle_spell_us: 200,
-            max_sleep_ms: 100,
+            max_sleep_ms: 1000,
             pin: true,
         }
     }

@@ -71,6 +71,7 @@ fn next_name(app: &App, prefix: &str) -> String {
 }
 
 fn check_whole_mib(num_blocks: u64, block_size: u32) -> Result<(), RpcError> {
+    crate::bdev::backend::Geometry::check_block_size(block_size).map_err(RpcError::invalid)?;
     let bytes =
         num_blocks.checked_mul(u64::from(block_size)).ok_or_else(|| RpcError::invalid("size overflows"))?;
     if num_blocks == 0 {

@@ -49,7 +49,6 @@ impl RpcServer {
             std::fs::remove_file(path).map_err(err)?;
         }
         let listener = UnixListener::bind(path).map_err(err)?;
-        listener.set_nonblocking(true).map_err(err)?;
         let thread = std::thread::Builder::new()
             .name("rpc".into())
             .spawn(move || accept_loop(app, listener))
@@ -65,6 +64,8 @@ impl RpcServer {
 
 impl Drop for RpcServer {
     fn drop(&mut self) {
+        // The accept loop blocks in accept(); a connection wakes it to see the shutdown flag.
+        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -75,6 +76,7 @@ impl Drop for RpcServer {
 fn accept_loop(app: Arc<App>, listener: UnixListener) {
     while !app.shutdown_requested() {
         match listener.accept() {
+            Ok(_) if app.shutdown_requested() => return,
             Ok((stream, _)) => {
                 let app = app.clone();
                 let _ = std::thread::Builder::new()
@@ -93,8 +95,7 @@ fn accept_loop(app: Arc<App>, listener: UnixListener) {
 }
 
 fn serve_client(app: Arc<App>, mut stream: UnixStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 8192];
     while !app.shutdown_requested() {

@@ -31,11 +31,7 @@ impl Geometry {
         if name.is_empty() || name.len() > 255 || name.contains(char::is_whitespace) {
             return Err(BdevError::InvalidParams(format!("invalid bdev name {name:?}")));
         }
-        if !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
-            return Err(BdevError::InvalidParams(format!(
-                "block_size {block_size} must be a power of two between 512 and 65536"
-            )));
-        }
+        Geometry::check_block_size(block_size)?;
         if num_blocks == 0 {
             return Err(BdevError::InvalidParams("a bdev needs at least one block".into()));
         }
@@ -45,6 +41,16 @@ impl Geometry {
             num_blocks,
             uuid: uuid.unwrap_or_else(uuid::Uuid::new_v4),
         })
+    }
+
+    /// Checks a logical block size.
+    pub fn check_block_size(block_size: u32) -> Result<(), BdevError> {
+        if !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
+            return Err(BdevError::InvalidParams(format!(
+                "block_size {block_size} must be a power of two between 512 and 65536"
+            )));
+        }
+        Ok(())
     }
 
     /// Capacity in bytes.

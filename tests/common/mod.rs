@@ -1,0 +1,103 @@
+//! Shared helpers for integration tests: start a real `ferrite serve` process on a temporary
+//! config and socket, call it over JSON-RPC, stop it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrite::rpc::client::{self, ClientError};
+use serde_json::Value;
+
+/// A daemon under test.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+/// The ferrite binary built for these tests.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferrite")
+}
+
+impl Daemon {
+    /// Starts `ferrite serve` with `config` (the `[rpc]` section is added here).
+    pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    /// As `start`, with extra `serve` flags.
+    pub fn start_with(config: &str, flags: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let socket = dir.path().join("ferrite.sock");
+        let text = config.replace("@DIR@", dir.path().to_str().unwrap());
+        let text = format!("{text}\n[rpc]\nsocket = \"{}\"\n", socket.display());
+        let cfg = dir.path().join("ferrite.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("ferrite.log")).unwrap();
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut d = Daemon { child, dir, socket };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("ferrite serve exited early ({status}); log:\n{}", self.log());
+            }
+            if self.rpc("spdk_get_version", None).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ferrite serve did not answer in 30 s; log:\n{}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ferrite.log")).unwrap_or_default()
+    }
+
+    /// Calls a method.
+    pub fn rpc(&self, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
+        client::call(&self.socket, method, params, Duration::from_secs(120))
+    }
+
+    /// Runs the ferrite CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).arg("-s").arg(&self.socket).args(args).output().unwrap()
+    }
+
+    /// The temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.rpc("shutdown", None);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.alive() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
