@@ -248,10 +248,25 @@ impl BackendChannel for UringChannel {
                 }
             }
         }
-        if self.free.len() < self.slots.len() {
+        // The eventfd only matters to a reactor about to sleep: keep the kernel from signalling
+        // it while completions keep coming, and turn it back on (then look again, so none is
+        // missed) once a poll finds nothing.
+        let reaped = self.reap(out);
+        let disabled = self.ring.completion().eventfd_disabled();
+        if reaped > 0 {
+            if !disabled {
+                self.ring.completion().disable_eventfd();
+            }
+            return reaped;
+        }
+        if disabled {
+            self.ring.completion().enable_eventfd();
+            return self.reap(out);
+        }
+        if self.in_flight() > 0 {
             self.eventfd.drain();
         }
-        self.reap(out)
+        0
     }
 
     fn in_flight(&self) -> usize {
