@@ -35,6 +35,9 @@ pub enum AppError {
     /// A name clash or a missing device.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The `[nvmf]` section could not be applied.
+    #[error("nvmf: {0}")]
+    Nvmf(String),
 }
 
 /// The running daemon.
@@ -45,6 +48,8 @@ pub struct App {
     pub bdevs: BdevRegistry,
     /// I/O buffers.
     pub pool: DmaPool,
+    /// The NVMe-oF target.
+    pub nvmf: Arc<crate::nvmf::target::Target>,
     /// The configuration it started with.
     pub config: Config,
     shutdown: AtomicBool,
@@ -59,16 +64,19 @@ impl App {
             .map_err(|source| AppError::Startup { what: "allocating the DMA buffer pool", source })?;
         let runtime = Runtime::start(config.runtime())
             .map_err(|source| AppError::Startup { what: "starting reactors", source })?;
+        let nvmf = crate::nvmf::target::Target::new(pool.clone(), runtime.handles().to_vec());
         let app = Arc::new(App {
             runtime,
             bdevs: BdevRegistry::new(),
             pool,
+            nvmf,
             config,
             shutdown: AtomicBool::new(false),
         });
         for section in app.config.bdev.clone() {
             app.create_bdev(&section)?;
         }
+        crate::nvmf::setup::apply_config(&app, &app.config.nvmf.clone()).map_err(AppError::Nvmf)?;
         Ok(app)
     }
 

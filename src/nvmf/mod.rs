@@ -1,8 +1,14 @@
 //! NVMe over Fabrics: the target side (subsystems, controllers, the discovery controller) and
 //! the TCP transport.
 
+pub mod admin;
 pub mod config;
+pub mod ctrlr;
+pub mod identify;
+pub mod setup;
+pub mod spec;
 pub mod subsystem;
+pub mod target;
+pub mod tcp;
 
-/// The well-known discovery subsystem NQN.
-pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+pub use spec::DISCOVERY_NQN;

@@ -10,6 +10,7 @@
 pub mod bdev;
 pub mod client;
 pub mod framework;
+pub mod nvmf;
 pub mod perf;
 pub mod server;
 
@@ -108,6 +109,7 @@ pub fn methods() -> Vec<(&'static str, Handler)> {
     all.extend_from_slice(bdev::METHODS);
     all.extend_from_slice(framework::METHODS);
     all.extend_from_slice(perf::METHODS);
+    all.extend_from_slice(nvmf::METHODS);
     all
 }
 
