@@ -98,7 +98,7 @@ for c in qemu-system-x86_64 cpio modprobe depmod file xz zstd nvme fio; do
 done
 BUSYBOX=/bin/busybox
 [[ -x $BUSYBOX ]] || die "$BUSYBOX missing (busybox-static)"
-file -L "$BUSYBOX" | grep -q 'statically linked' || die "$BUSYBOX is not static (busybox-static?)"
+[[ $(file -L "$BUSYBOX") == *"statically linked"* ]] || die "$BUSYBOX is not static (busybox-static?)"
 
 # --- 2. kernel package --------------------------------------------------------------------
 apt_candidate() {
@@ -266,7 +266,7 @@ else
     log "extracting vmlinux from $(basename "$BZ")"
     extract_vmlinux "$BZ" "$OUT/vmlinux" ||
         die "could not extract vmlinux from $BZ (VM_BZIMAGE=1 boots the bzImage instead)"
-    file -b "$OUT/vmlinux" | grep -q 'ELF 64-bit' || die "extracted vmlinux is not a 64-bit ELF"
+    [[ $(file -b "$OUT/vmlinux") == *"ELF 64-bit"* ]] || die "extracted vmlinux is not a 64-bit ELF"
 fi
 
 printf '%s\n' "$KVER" >"$DIR/current.tmp"

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod config;
 pub mod ctrlr;
+pub mod host;
 pub mod identify;
 pub mod setup;
 pub mod spec;
