@@ -3,6 +3,7 @@
 //! clients of a running daemon (or, for `perf --config`, run in-process).
 
 mod bdev;
+mod nvmf;
 mod perf;
 mod serve;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// Create, delete and list block devices.
     #[command(subcommand)]
     Bdev(bdev::BdevCmd),
+    /// NVMe-oF subsystems, namespaces, listeners and hosts.
+    #[command(subcommand)]
+    Nvmf(nvmf::NvmfCmd),
     /// Reactor statistics (busy/idle per poller).
     Reactors,
     /// Load generator.
@@ -67,6 +71,7 @@ pub fn main() -> i32 {
         }
         Command::Rpc { method, params } => raw_rpc(&cli.rpc_socket, &method, params.as_deref()),
         Command::Bdev(cmd) => bdev::run(&cli.rpc_socket, cmd),
+        Command::Nvmf(cmd) => nvmf::run(&cli.rpc_socket, cmd),
         Command::Reactors => call(&cli.rpc_socket, "reactor_stats", None).map(|v| print_json(&v)),
         Command::Perf(args) => perf::run(&cli.rpc_socket, args),
     };
