@@ -10,14 +10,16 @@ NQN=$1 HOSTNQN=$2 PORT=$3 DPORT=$4
 ADDR=10.0.2.2
 FIO_SIZE=${FIO_SIZE:-64m}
 modprobe nvme-tcp
+modprobe ext4 2>/dev/null || true
 
 ok() { echo "ok - $*"; }
 fail() { echo "not ok - $*"; exit 1; }
-dev_of() { # nsid -> /dev/nvmeXnY of our subsystem
-  for d in /sys/class/nvme/nvme*; do
-    [ "$(cat "$d/subsysnqn" 2>/dev/null)" = "$NQN" ] || continue
-    for n in "$d"/nvme*n"$1" /sys/class/nvme-subsystem/*/nvme*n"$1"; do
-      [ -e "$n" ] && { echo "/dev/$(basename "$n")"; return 0; }
+dev_of() { # nsid -> /dev/nvmeXnY (the namespace head) of our subsystem
+  local s n
+  for s in /sys/class/nvme-subsystem/nvme-subsys*; do
+    [ "$(cat "$s/subsysnqn" 2>/dev/null)" = "$NQN" ] || continue
+    for n in "$s"/nvme*n"$1"; do
+      [ -e "$n" ] && [ -b "/dev/$(basename "$n")" ] && { echo "/dev/$(basename "$n")"; return 0; }
     done
   done
   return 1
@@ -38,7 +40,7 @@ ok "host NQN not allowed is refused at Connect"
 
 connect --nr-io-queues=2
 D1=$(wait_dev 1); D2=$(wait_dev 2)
-nvme list | grep -q "$(basename "$D1")" || fail "nvme list"
+nvme list > /tmp/list.txt 2>&1; grep -q "$(basename "$D1")" /tmp/list.txt || { cat /tmp/list.txt; fail "nvme list"; }
 nvme id-ctrl "$D1" > /tmp/idctrl.txt || fail "id-ctrl"
 grep -q "subnqn *: $NQN" /tmp/idctrl.txt || { cat /tmp/idctrl.txt; fail "id-ctrl subnqn"; }
 grep -q "kas *: [1-9]" /tmp/idctrl.txt || fail "id-ctrl kas"
@@ -58,16 +60,17 @@ for D in "$D1" "$D2"; do
 done
 
 mkfs.ext4 -q -F "$D2" || fail "mkfs.ext4"
-mkdir -p /mnt/f && mount "$D2" /mnt/f || fail "mount"
+mkdir -p /mnt/f
+mount -t ext4 "$D2" /mnt/f 2>/tmp/mount.txt || { cat /tmp/mount.txt; dmesg | tail -5; fail "mount"; }
 mkdir -p /mnt/f/tree/a/b
 for i in $(seq 1 40); do head -c $((i * 3001)) /dev/urandom > /mnt/f/tree/a/file$i; done
-cp -r /mnt/f/tree/a /mnt/f/tree/a/b/copy
+cp -r /mnt/f/tree/a /mnt/f/tree/copy
 (cd /mnt/f && find tree -type f -print0 | sort -z | xargs -0 sha256sum) > /tmp/sums.txt
 sync; umount /mnt/f
 disconnect
 connect
 D2=$(wait_dev 2)
-mount "$D2" /mnt/f || fail "mount after reconnect"
+mount -t ext4 "$D2" /mnt/f || fail "mount after reconnect"
 (cd /mnt/f && sha256sum -c --quiet /tmp/sums.txt) || fail "sha256sums after reconnect"
 umount /mnt/f
 ok "mkfs.ext4, files, sync, unmount, disconnect, reconnect, mount: sha256sums match"

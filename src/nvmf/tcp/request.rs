@@ -10,7 +10,7 @@
 //!   Waiting ───► AwaitingH2C ─────────────┘
 //!     │
 //!     └──────────► Executing
-//!   Free ──► AwaitingAer ──► Free           (asynchronous event requests)
+//!   New ──► Executing ──► AwaitingAer ──► Free   (asynchronous event requests)
 //! ```
 //!
 //! Every transition goes through [`Requests::set_state`], which asserts that it is legal and
@@ -49,7 +49,7 @@ impl ReqState {
             (New, Waiting | AwaitingH2C | Executing | AwaitingAer | Free)
                 | (Waiting, AwaitingH2C | Executing | Free)
                 | (AwaitingH2C, Executing | Free)
-                | (Executing, Free | Waiting)
+                | (Executing, Free | Waiting | AwaitingAer)
                 | (AwaitingAer, Free)
         )
     }
