@@ -12,6 +12,7 @@ pub mod config;
 pub mod nvmf;
 pub mod perf;
 pub mod reactor;
+pub mod replication;
 pub mod ring;
 pub mod rng;
 pub mod rpc;

@@ -1,0 +1,9 @@
+//! Replication: the change log ([`log`], [`format`], [`recovery`]), replicated volumes
+//! ([`volume`]), the bunker role ([`bunker`]) and the wire protocol between nodes ([`wire`]).
+//!
+//! Words follow BRIEF.md: primary, bunker, secondary, change log, epoch; positions tail,
+//! committed (durable locally and on the bunker), applied, head.
+
+pub mod format;
+pub mod log;
+pub mod recovery;
