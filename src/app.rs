@@ -50,6 +50,10 @@ pub struct App {
     pub pool: DmaPool,
     /// The NVMe-oF target.
     pub nvmf: Arc<crate::nvmf::target::Target>,
+    /// Replicated volumes and replication ports.
+    pub replication: crate::replication::manager::Replication,
+    /// Bunker logs held for primaries.
+    pub bunkers: Arc<crate::replication::bunker::Bunkers>,
     /// The configuration it started with.
     pub config: Config,
     shutdown: AtomicBool,
@@ -70,6 +74,8 @@ impl App {
             bdevs: BdevRegistry::new(),
             pool,
             nvmf,
+            replication: Default::default(),
+            bunkers: Default::default(),
             config,
             shutdown: AtomicBool::new(false),
         });

@@ -59,7 +59,7 @@ impl Default for ReactorSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySection {
-    /// Bytes per I/O buffer (also the largest I/O: MDTS).
+    /// Bytes per I/O buffer: the largest I/O (128 KiB) plus a change-log entry header.
     pub buf_size: usize,
     /// Number of buffers.
     pub buf_count: u32,
@@ -69,7 +69,7 @@ pub struct MemorySection {
 
 impl Default for MemorySection {
     fn default() -> Self {
-        MemorySection { buf_size: 128 * 1024, buf_count: 1024, hugepages: true }
+        MemorySection { buf_size: 132 * 1024, buf_count: 1024, hugepages: true }
     }
 }
 

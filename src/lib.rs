@@ -9,6 +9,7 @@ pub mod app;
 pub mod bdev;
 pub mod cli;
 pub mod config;
+pub mod net;
 pub mod nvmf;
 pub mod perf;
 pub mod reactor;

@@ -74,8 +74,10 @@ impl Channel {
         self.rejected.len() + self.backend.in_flight()
     }
 
-    /// Descriptor that signals completions to a sleeping reactor.
-    pub fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.backend.wake_fd()
+    /// Descriptors that signal completions to a sleeping reactor.
+    pub fn wake_fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut v = Vec::new();
+        self.backend.wake_fds(&mut v);
+        v
     }
 }

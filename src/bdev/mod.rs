@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod channel;
 pub mod registry;
+pub mod sync;
 
 use std::fmt;
 use std::os::fd::RawFd;
@@ -144,10 +145,8 @@ pub trait BackendChannel {
     fn poll(&mut self, out: &mut Vec<IoCompletion>) -> usize;
     /// I/O submitted and not yet returned by `poll`.
     fn in_flight(&self) -> usize;
-    /// A descriptor that becomes readable when completions are ready, for sleeping reactors.
-    fn wake_fd(&self) -> Option<RawFd> {
-        None
-    }
+    /// Descriptors that become readable when completions are ready, for sleeping reactors.
+    fn wake_fds(&self, _out: &mut Vec<RawFd>) {}
 }
 
 /// A block device, shared by all reactors.

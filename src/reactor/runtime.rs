@@ -92,6 +92,11 @@ impl ReactorHandle {
         self.id
     }
 
+    /// Its mailbox (to wake it after queueing work for it elsewhere).
+    pub fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.mailbox
+    }
+
     /// Core it runs on.
     pub fn core(&self) -> usize {
         self.core

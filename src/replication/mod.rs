@@ -4,6 +4,10 @@
 //! Words follow BRIEF.md: primary, bunker, secondary, change log, epoch; positions tail,
 //! committed (durable locally and on the bunker), applied, head.
 
+pub mod bunker;
 pub mod format;
 pub mod log;
+pub mod manager;
 pub mod recovery;
+pub mod volume;
+pub mod wire;

@@ -12,6 +12,7 @@ pub mod client;
 pub mod framework;
 pub mod nvmf;
 pub mod perf;
+pub mod replication;
 pub mod server;
 
 use std::sync::Arc;
@@ -110,6 +111,7 @@ pub fn methods() -> Vec<(&'static str, Handler)> {
     all.extend_from_slice(framework::METHODS);
     all.extend_from_slice(perf::METHODS);
     all.extend_from_slice(nvmf::METHODS);
+    all.extend_from_slice(replication::METHODS);
     all
 }
 

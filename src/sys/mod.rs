@@ -7,6 +7,7 @@
 pub mod affinity;
 pub mod dma;
 pub mod event;
+pub mod net;
 pub mod region;
 pub mod signal;
 

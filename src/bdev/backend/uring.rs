@@ -273,8 +273,8 @@ impl BackendChannel for UringChannel {
         self.slots.len() - self.free.len()
     }
 
-    fn wake_fd(&self) -> Option<RawFd> {
-        Some(self.eventfd.as_raw_fd())
+    fn wake_fds(&self, out: &mut Vec<RawFd>) {
+        out.push(self.eventfd.as_raw_fd());
     }
 }
 

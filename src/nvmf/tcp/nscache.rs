@@ -69,7 +69,7 @@ impl NsCache {
             tracing::error!(nsid, bdev = bdev.name(), error = %e, "cannot open a channel");
             Status::NAMESPACE_NOT_READY
         });
-        if let Some(fd) = channel.as_ref().ok().and_then(Channel::wake_fd) {
+        for fd in channel.as_ref().map(Channel::wake_fds).unwrap_or_default() {
             if cx.watch_fd(fd).is_ok() {
                 self.watched.push(fd);
             }
@@ -78,7 +78,7 @@ impl NsCache {
     }
 
     fn release(&mut self, cx: &mut PollCtx<'_>, entry: NsEntry) {
-        if let Some(fd) = entry.channel.as_ref().ok().and_then(Channel::wake_fd) {
+        for fd in entry.channel.as_ref().map(Channel::wake_fds).unwrap_or_default() {
             cx.unwatch_fd(fd);
             self.watched.retain(|&w| w != fd);
         }

@@ -1,0 +1,78 @@
+//! A generic TCP acceptor poller: accepts without blocking and hands each connection, as a new
+//! poller, to a reactor chosen round-robin.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::reactor::{Message, PollCtx, PollStatus, Poller};
+
+/// Builds the poller for an accepted connection (run on the chosen reactor).
+pub type MakeConn = Arc<dyn Fn(TcpStream, SocketAddr) -> Option<Box<dyn Poller>> + Send + Sync>;
+
+/// Accepts connections on one address.
+pub struct Acceptor {
+    name: String,
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    make: MakeConn,
+    next: usize,
+    watching: bool,
+}
+
+impl Acceptor {
+    /// Binds `addr`.
+    pub fn bind(
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        label: &str,
+        make: MakeConn,
+    ) -> std::io::Result<Acceptor> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        Ok(Acceptor {
+            name: format!("{label}_accept_{local}"),
+            listener,
+            stop,
+            make,
+            next: 0,
+            watching: false,
+        })
+    }
+}
+
+impl Poller for Acceptor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
+        if self.stop.load(Ordering::Acquire) {
+            cx.unwatch_fd(self.listener.as_raw_fd());
+            return PollStatus::Done;
+        }
+        if !self.watching {
+            self.watching = cx.watch_fd(self.listener.as_raw_fd()).is_ok();
+        }
+        let mut accepted = false;
+        while let Ok((stream, peer)) = self.listener.accept() {
+            accepted = true;
+            let reactor = self.next % cx.reactor_count();
+            self.next += 1;
+            let make = self.make.clone();
+            let spawn = move |cx: &mut PollCtx<'_>| {
+                if let Some(p) = make(stream, peer) {
+                    cx.spawn(p);
+                }
+            };
+            if reactor == cx.reactor() {
+                spawn(cx);
+            } else if let Err((e, _)) = cx.send(reactor, Message::call(spawn)) {
+                tracing::warn!(%peer, error = %e, "dropping connection: reactor ring full");
+            }
+        }
+        PollStatus::from_work(accepted)
+    }
+}

@@ -1,0 +1,222 @@
+//! The TCP replication link, client side (primary → bunker): connects without blocking,
+//! attaches with Hello, pipelines writes (many per send), sends heartbeats, detects loss
+//! (errors or silence) and reconnects after a back-off.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::framed::Framed;
+use super::{Link, LinkEvent, LinkState};
+use crate::reactor::time::{NS_PER_MS, NS_PER_S};
+use crate::reactor::Nanos;
+use crate::replication::wire::Msg;
+
+/// Interval between heartbeats.
+pub const HEARTBEAT: Nanos = 200 * NS_PER_MS;
+/// Silence after which the peer is declared lost.
+pub const PEER_TIMEOUT: Nanos = 3 * NS_PER_S;
+/// Wait before reconnecting.
+pub const RECONNECT: Nanos = 500 * NS_PER_MS;
+/// Largest send backlog before `write_at` pushes back.
+pub const SEND_QUEUE_BYTES: usize = 16 << 20;
+
+enum Conn {
+    Down { retry_at: Nanos },
+    Connecting { framed: Framed, since: Nanos },
+    Attaching { framed: Framed, since: Nanos },
+    Up { framed: Framed },
+}
+
+/// A link to one peer.
+pub struct TcpLink {
+    addr: SocketAddr,
+    hello: Msg,
+    conn: Conn,
+    last_heard: Nanos,
+    next_heartbeat: Nanos,
+    hb_seq: u64,
+    hb_sent_at: Nanos,
+    rtt_us: Option<u64>,
+    msgs: Vec<Msg>,
+}
+
+impl TcpLink {
+    /// A link that will attach with `hello`.
+    pub fn new(addr: SocketAddr, hello: Msg) -> TcpLink {
+        TcpLink {
+            addr,
+            hello,
+            conn: Conn::Down { retry_at: 0 },
+            last_heard: 0,
+            next_heartbeat: 0,
+            hb_seq: 0,
+            hb_sent_at: 0,
+            rtt_us: None,
+            msgs: Vec::new(),
+        }
+    }
+
+    /// Updates the Hello sent on the next (re)connect.
+    pub fn set_hello(&mut self, hello: Msg) {
+        self.hello = hello;
+    }
+
+    /// The peer address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn down(&mut self, now: Nanos, why: String, events: &mut Vec<LinkEvent>) {
+        if matches!(self.conn, Conn::Up { .. } | Conn::Attaching { .. }) {
+            tracing::warn!(peer = %self.addr, why, "replication link down");
+            events.push(LinkEvent::Down { why });
+        }
+        self.conn = Conn::Down { retry_at: now + RECONNECT };
+    }
+
+    fn step_connect(&mut self, now: Nanos) -> bool {
+        match std::mem::replace(&mut self.conn, Conn::Down { retry_at: now + RECONNECT }) {
+            Conn::Down { retry_at } if now >= retry_at => {
+                if let Ok(framed) = crate::sys::net::connect_nonblocking(self.addr).and_then(Framed::new) {
+                    self.conn = Conn::Connecting { framed, since: now };
+                }
+                true
+            }
+            Conn::Connecting { mut framed, since } => match crate::sys::net::connect_finished(&framed.stream)
+            {
+                Ok(true) => {
+                    framed.queue(&self.hello);
+                    self.conn = Conn::Attaching { framed, since: now };
+                    self.last_heard = now;
+                    true
+                }
+                Ok(false) if now - since < PEER_TIMEOUT => {
+                    self.conn = Conn::Connecting { framed, since };
+                    false
+                }
+                Ok(false) => false,
+                Err(_) => true,
+            },
+            other => {
+                self.conn = other;
+                false
+            }
+        }
+    }
+
+    fn handle(&mut self, now: Nanos, msg: Msg, events: &mut Vec<LinkEvent>) -> Result<(), String> {
+        match msg {
+            Msg::HelloAck { durable_end } => {
+                if let Conn::Attaching { .. } = self.conn {
+                    let Conn::Attaching { framed, .. } =
+                        std::mem::replace(&mut self.conn, Conn::Down { retry_at: 0 })
+                    else {
+                        unreachable!()
+                    };
+                    self.conn = Conn::Up { framed };
+                    tracing::info!(peer = %self.addr, durable_end, "replication link up");
+                    events.push(LinkEvent::Up { durable_end });
+                }
+            }
+            Msg::Ack { lsn, sectors } => events.push(LinkEvent::Acked { lsn, sectors }),
+            Msg::HeartbeatAck { seq } if seq == self.hb_seq => {
+                self.rtt_us = Some((now - self.hb_sent_at) / 1000)
+            }
+            Msg::HeartbeatAck { .. } => {}
+            Msg::Error { message } => return Err(format!("peer refused: {message}")),
+            other => events.push(LinkEvent::Message(other)),
+        }
+        Ok(())
+    }
+
+    fn framed(&mut self) -> Option<&mut Framed> {
+        match &mut self.conn {
+            Conn::Attaching { framed, .. } | Conn::Up { framed } => Some(framed),
+            _ => None,
+        }
+    }
+
+    fn exchange(&mut self, now: Nanos, events: &mut Vec<LinkEvent>) -> Result<bool, String> {
+        let mut msgs = std::mem::take(&mut self.msgs);
+        let Some(framed) = self.framed() else { return Ok(false) };
+        let mut work = framed.flush().map_err(|e| e.to_string())?;
+        work |= framed.receive(&mut msgs, 256).map_err(|e| e.to_string())?;
+        if !msgs.is_empty() {
+            self.last_heard = now;
+        }
+        for m in msgs.drain(..) {
+            self.handle(now, m, events)?;
+        }
+        self.msgs = msgs;
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + HEARTBEAT;
+            self.hb_seq += 1;
+            self.hb_sent_at = now;
+            let seq = self.hb_seq;
+            if let Some(f) = self.framed() {
+                f.queue(&Msg::Heartbeat { seq });
+            }
+        }
+        if now.saturating_sub(self.last_heard) > PEER_TIMEOUT {
+            return Err("peer silent beyond the timeout".into());
+        }
+        Ok(work)
+    }
+}
+
+impl Link for TcpLink {
+    fn state(&self) -> LinkState {
+        match self.conn {
+            Conn::Down { .. } => LinkState::Down,
+            Conn::Connecting { .. } | Conn::Attaching { .. } => LinkState::Connecting,
+            Conn::Up { .. } => LinkState::Up,
+        }
+    }
+
+    fn write_at(&mut self, lsn: u64, data: &[u8]) -> bool {
+        match &mut self.conn {
+            Conn::Up { framed } if framed.pending() < SEND_QUEUE_BYTES => {
+                framed.queue(&Msg::Write { lsn, data: data.to_vec() });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn send(&mut self, msg: &Msg) {
+        if let Conn::Up { framed } = &mut self.conn {
+            framed.queue(msg);
+        }
+    }
+
+    fn poll(&mut self, now: Nanos, events: &mut Vec<LinkEvent>) -> bool {
+        let mut work = self.step_connect(now);
+        if let Conn::Attaching { since, .. } = self.conn {
+            if now - since > PEER_TIMEOUT {
+                self.down(now, "no answer to Hello".into(), events);
+                return true;
+            }
+        }
+        match self.exchange(now, events) {
+            Ok(w) => work |= w,
+            Err(why) => {
+                self.down(now, why, events);
+                work = true;
+            }
+        }
+        work
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        match &self.conn {
+            Conn::Connecting { framed, .. } | Conn::Attaching { framed, .. } | Conn::Up { framed } => {
+                Some(framed.stream.as_raw_fd())
+            }
+            Conn::Down { .. } => None,
+        }
+    }
+
+    fn rtt_us(&self) -> Option<u64> {
+        self.rtt_us
+    }
+}

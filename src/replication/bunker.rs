@@ -1,0 +1,406 @@
+//! The bunker role: a real-time copy of primaries' change logs, one per volume, each on its
+//! own bdev. A primary attaches with Hello and writes log bytes at LSN offsets (one-sided);
+//! the bunker writes them durably (FUA) and acknowledges each. It never serves host I/O. It
+//! streams any range back on request (failover), in large chunks, and drops what the primary
+//! says it may trim.
+//!
+//! Every frame is checked: an unknown volume, a stale epoch, a write outside the ring or of a
+//! partial sector is refused with an Error naming the reason, logged, and nothing is written.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use crate::bdev::{Bdev, BdevIo, Channel, IoCompletion, IoType};
+use crate::net::framed::Framed;
+use crate::reactor::{PollCtx, PollStatus, Poller};
+use crate::replication::format::Superblock;
+use crate::replication::log::LogGeometry;
+use crate::replication::wire::Msg;
+use crate::sys::DmaPool;
+
+/// What the bunker knows of one volume.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct BunkerState {
+    /// Volume identity (hex).
+    pub uuid: String,
+    /// Highest epoch seen.
+    pub epoch: u64,
+    /// Contiguous durable end.
+    pub durable_end: u64,
+    /// Primary's head (older entries may be dropped).
+    pub head: u64,
+    /// Log bytes written.
+    pub bytes_written: u64,
+    /// A primary is attached.
+    pub attached: bool,
+    /// Ring geometry: sector size.
+    pub sector: u32,
+    /// Ring geometry: sectors.
+    pub ring_sectors: u64,
+    #[serde(skip)]
+    acked: BTreeMap<u64, u32>,
+    #[serde(skip)]
+    uuid_raw: [u8; 16],
+}
+
+/// A volume's log held by this bunker.
+#[derive(Debug)]
+pub struct BunkerVolume {
+    /// Volume name.
+    pub name: String,
+    /// The bdev holding the copy.
+    pub log: Arc<dyn Bdev>,
+    /// State.
+    pub state: Mutex<BunkerState>,
+}
+
+/// The volumes this node is bunker for.
+#[derive(Debug, Default)]
+pub struct Bunkers {
+    volumes: Mutex<BTreeMap<String, Arc<BunkerVolume>>>,
+}
+
+impl Bunkers {
+    /// Registers a volume's bunker log.
+    pub fn create(&self, name: &str, log: Arc<dyn Bdev>) -> Result<(), String> {
+        let mut v = self.volumes.lock().expect("bunkers lock");
+        if v.contains_key(name) {
+            return Err(format!("bunker log for volume {name:?} already exists"));
+        }
+        v.insert(
+            name.into(),
+            Arc::new(BunkerVolume { name: name.into(), log, state: Mutex::new(BunkerState::default()) }),
+        );
+        Ok(())
+    }
+
+    /// Looks one up.
+    pub fn get(&self, name: &str) -> Option<Arc<BunkerVolume>> {
+        self.volumes.lock().expect("bunkers lock").get(name).cloned()
+    }
+
+    /// All of them.
+    pub fn list(&self) -> Vec<Arc<BunkerVolume>> {
+        self.volumes.lock().expect("bunkers lock").values().cloned().collect()
+    }
+
+    /// Removes one.
+    pub fn remove(&self, name: &str) -> Option<Arc<BunkerVolume>> {
+        self.volumes.lock().expect("bunkers lock").remove(name)
+    }
+}
+
+struct Attached {
+    vol: Arc<BunkerVolume>,
+    ch: Channel,
+    geo: LogGeometry,
+}
+
+/// One primary's connection to this bunker.
+pub struct BunkerConn {
+    name: String,
+    framed: Framed,
+    bunkers: Arc<Bunkers>,
+    pool: DmaPool,
+    att: Option<Attached>,
+    inflight: BTreeMap<u64, (u64, u32)>,
+    next_tag: u64,
+    reads: VecDeque<(u64, u64)>,
+    read_busy: bool,
+    msgs: Vec<Msg>,
+    done: Vec<IoCompletion>,
+    closing: bool,
+    watching: Vec<std::os::fd::RawFd>,
+}
+
+const READ_TAG: u64 = u64::MAX;
+
+impl BunkerConn {
+    /// Wraps an accepted replication connection.
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        bunkers: Arc<Bunkers>,
+        pool: DmaPool,
+    ) -> std::io::Result<BunkerConn> {
+        Ok(BunkerConn {
+            name: format!("bunker_conn_{peer}"),
+            framed: Framed::new(stream)?,
+            bunkers,
+            pool,
+            att: None,
+            inflight: BTreeMap::new(),
+            next_tag: 0,
+            reads: VecDeque::new(),
+            read_busy: false,
+            msgs: Vec::new(),
+            done: Vec::new(),
+            closing: false,
+            watching: Vec::new(),
+        })
+    }
+
+    fn refuse(&mut self, why: String) {
+        tracing::warn!(conn = self.name, why, "refusing replication peer");
+        self.framed.queue(&Msg::Error { message: why });
+        self.closing = true;
+    }
+
+    fn handle(&mut self, cx: &mut PollCtx<'_>, msg: Msg) {
+        match msg {
+            Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head } => {
+                if let Err(why) = self.attach(cx, &volume, uuid, epoch, sector, ring_sectors, head) {
+                    self.refuse(why);
+                }
+            }
+            Msg::Write { lsn, data } => {
+                if let Err(why) = self.write(lsn, &data) {
+                    self.refuse(why);
+                }
+            }
+            Msg::Trim { head } => {
+                if let Some(a) = &self.att {
+                    let mut st = a.vol.state.lock().expect("bunker state");
+                    st.head = st.head.max(head);
+                }
+            }
+            Msg::Heartbeat { seq } => self.framed.queue(&Msg::HeartbeatAck { seq }),
+            Msg::Read { from, to } if self.att.is_some() && from <= to => self.reads.push_back((from, to)),
+            other => self.refuse(format!("unexpected message {other:?}")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        &mut self,
+        cx: &mut PollCtx<'_>,
+        volume: &str,
+        uuid: [u8; 16],
+        epoch: u64,
+        sector: u32,
+        ring: u64,
+        head: u64,
+    ) -> Result<(), String> {
+        let vol =
+            self.bunkers.get(volume).ok_or_else(|| format!("unknown volume {volume:?} on this bunker"))?;
+        if vol.log.block_size() != sector || vol.log.num_blocks() < 2 + ring {
+            return Err(format!(
+                "bunker log {} ({} blocks of {}) cannot hold a ring of {ring} sectors of {sector}",
+                vol.log.name(),
+                vol.log.num_blocks(),
+                vol.log.block_size()
+            ));
+        }
+        let ch = Channel::new(vol.log.clone()).map_err(|e| e.to_string())?;
+        let durable_end = {
+            let mut st = vol.state.lock().expect("bunker state");
+            if epoch < st.epoch {
+                return Err(format!("stale epoch {epoch}: this volume is at epoch {}", st.epoch));
+            }
+            if st.uuid_raw != uuid {
+                *st = BunkerState {
+                    uuid: uuid::Uuid::from_bytes(uuid).to_string(),
+                    uuid_raw: uuid,
+                    durable_end: head,
+                    head,
+                    ..BunkerState::default()
+                };
+            }
+            st.epoch = epoch;
+            st.sector = sector;
+            st.ring_sectors = ring;
+            st.attached = true;
+            st.durable_end = st.durable_end.max(head);
+            st.durable_end
+        };
+        for fd in ch.wake_fds() {
+            if cx.watch_fd(fd).is_ok() {
+                self.watching.push(fd);
+            }
+        }
+        let geo = LogGeometry { sector, ring_start: 2, ring_sectors: ring };
+        self.att = Some(Attached { vol, ch, geo });
+        self.write_superblock(uuid, epoch, head, volume);
+        self.framed.queue(&Msg::HelloAck { durable_end });
+        tracing::info!(volume, epoch, durable_end, "primary attached to bunker");
+        Ok(())
+    }
+
+    fn write_superblock(&mut self, uuid: [u8; 16], epoch: u64, head: u64, volume: &str) {
+        let Some(a) = self.att.as_mut() else { return };
+        let sb = Superblock {
+            generation: 1,
+            volume_uuid: uuid,
+            volume_name: volume.into(),
+            role: 1,
+            epoch,
+            sector_size: a.geo.sector,
+            ring_start: 2,
+            ring_sectors: a.geo.ring_sectors,
+            volume_block_size: 0,
+            volume_blocks: 0,
+            checkpoint_lsn: head,
+            head_lsn: head,
+            max_inflight_sectors: 0,
+            clean_shutdown: false,
+        };
+        let Some(mut buf) = self.pool.alloc() else { return };
+        buf.set_len(a.geo.sector as usize);
+        sb.encode(buf.as_mut_slice());
+        let io = BdevIo {
+            ty: IoType::Write,
+            offset_blocks: 1,
+            num_blocks: 1,
+            buf: Some(buf),
+            fua: true,
+            tag: READ_TAG - 1,
+        };
+        let _ = a.ch.submit(io);
+    }
+
+    fn write(&mut self, lsn: u64, data: &[u8]) -> Result<(), String> {
+        let a = self.att.as_mut().ok_or("Write before Hello")?;
+        let sector = a.geo.sector as usize;
+        if data.is_empty() || data.len() % sector != 0 || data.len() > self.pool.buf_size() {
+            return Err(format!(
+                "write of {} bytes at LSN {lsn} is not whole sectors within one buffer",
+                data.len()
+            ));
+        }
+        let sectors = (data.len() / sector) as u64;
+        if sectors > a.geo.until_wrap(lsn) {
+            return Err(format!("write at LSN {lsn} of {sectors} sectors crosses the end of the ring"));
+        }
+        let mut buf = self.pool.alloc().ok_or("bunker out of DMA buffers")?;
+        buf.set_len(data.len());
+        buf.as_mut_slice().copy_from_slice(data);
+        self.next_tag += 1;
+        let io = BdevIo {
+            ty: IoType::Write,
+            offset_blocks: a.geo.block_of(lsn),
+            num_blocks: sectors as u32,
+            buf: Some(buf),
+            fua: true,
+            tag: self.next_tag,
+        };
+        a.ch.submit(io).map_err(|_| "bunker log queue full".to_string())?;
+        self.inflight.insert(self.next_tag, (lsn, sectors as u32));
+        Ok(())
+    }
+
+    fn reap(&mut self) -> bool {
+        let Some(a) = self.att.as_mut() else { return false };
+        let mut done = std::mem::take(&mut self.done);
+        a.ch.poll(&mut done);
+        let work = !done.is_empty();
+        for c in done.drain(..) {
+            self.completed(c);
+        }
+        self.done = done;
+        work
+    }
+
+    fn completed(&mut self, c: IoCompletion) {
+        if c.tag == READ_TAG {
+            return self.read_done(c);
+        }
+        let Some((lsn, sectors)) = self.inflight.remove(&c.tag) else { return };
+        if !c.status.is_success() {
+            return self.refuse(format!("bunker log write at LSN {lsn} failed: {}", c.status));
+        }
+        let a = self.att.as_ref().expect("attached");
+        {
+            let mut st = a.vol.state.lock().expect("bunker state");
+            st.bytes_written += u64::from(sectors) * u64::from(a.geo.sector);
+            if lsn >= st.durable_end {
+                st.acked.insert(lsn, sectors);
+            }
+            loop {
+                let end = st.durable_end;
+                let Some(n) = st.acked.remove(&end) else { break };
+                st.durable_end += u64::from(n);
+            }
+        }
+        self.framed.queue(&Msg::Ack { lsn, sectors });
+    }
+
+    fn read_step(&mut self) -> bool {
+        if self.read_busy || self.framed.pending() > (4 << 20) {
+            return false;
+        }
+        let Some(&(from, to)) = self.reads.front() else { return false };
+        let a = self.att.as_mut().expect("reads need an attachment");
+        if from >= to {
+            self.reads.pop_front();
+            self.framed.queue(&Msg::ReadData { lsn: to, data: Vec::new() });
+            return true;
+        }
+        let per = (self.pool.buf_size() / a.geo.sector as usize) as u64;
+        let n = (to - from).min(per).min(a.geo.until_wrap(from));
+        let Some(mut buf) = self.pool.alloc() else { return false };
+        buf.set_len(n as usize * a.geo.sector as usize);
+        let io = BdevIo {
+            ty: IoType::Read,
+            offset_blocks: a.geo.block_of(from),
+            num_blocks: n as u32,
+            buf: Some(buf),
+            fua: false,
+            tag: READ_TAG,
+        };
+        self.read_busy = a.ch.submit(io).is_ok();
+        self.read_busy
+    }
+
+    fn read_done(&mut self, c: IoCompletion) {
+        self.read_busy = false;
+        let (Some(front), Some(buf)) = (self.reads.front_mut(), c.buf) else { return };
+        let lsn = front.0;
+        front.0 += (buf.len() / self.att.as_ref().map_or(512, |a| a.geo.sector as usize)) as u64;
+        self.framed.queue(&Msg::ReadData { lsn, data: buf.as_slice().to_vec() });
+    }
+}
+
+impl Poller for BunkerConn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
+        if self.watching.is_empty() && cx.watch_fd(self.framed.stream.as_raw_fd()).is_ok() {
+            self.watching.push(self.framed.stream.as_raw_fd());
+        }
+        let mut work = false;
+        let mut msgs = std::mem::take(&mut self.msgs);
+        if !self.closing {
+            match self.framed.receive(&mut msgs, 64) {
+                Ok(w) => work |= w,
+                Err(e) => {
+                    tracing::info!(conn = self.name, error = %e, "replication peer gone");
+                    self.closing = true;
+                }
+            }
+        }
+        for m in msgs.drain(..) {
+            if !self.closing {
+                self.handle(cx, m);
+            }
+        }
+        self.msgs = msgs;
+        work |= self.reap();
+        work |= self.read_step();
+        let flushed = self.framed.flush();
+        work |= flushed.as_ref().is_ok_and(|w| *w);
+        if self.closing && (self.framed.pending() == 0 || flushed.is_err()) && self.inflight.is_empty() {
+            for fd in self.watching.drain(..) {
+                cx.unwatch_fd(fd);
+            }
+            if let Some(a) = &self.att {
+                a.vol.state.lock().expect("bunker state").attached = false;
+            }
+            return PollStatus::Done;
+        }
+        PollStatus::from_work(work)
+    }
+}

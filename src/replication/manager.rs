@@ -1,0 +1,133 @@
+//! Creating, listing and deleting replicated volumes and bunker logs on a running daemon (what
+//! the `volume_*`, `bunker_create` and `replication_listen` RPCs do).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::bunker::BunkerConn;
+use super::log::ChangeLog;
+use super::volume::open::{self, Opened};
+use super::volume::{ReplVolume, VolumeConfig, VolumeCore, VolumeShared};
+use crate::app::App;
+use crate::bdev::Channel;
+use crate::net::acceptor::{Acceptor, MakeConn};
+use crate::reactor::Message;
+
+/// Live volumes and replication ports of a daemon.
+#[derive(Default)]
+pub struct Replication {
+    volumes: Mutex<Vec<Arc<VolumeShared>>>,
+    ports: Mutex<Vec<(SocketAddr, Arc<AtomicBool>)>>,
+}
+
+impl Replication {
+    /// Volumes.
+    pub fn volumes(&self) -> Vec<Arc<VolumeShared>> {
+        self.volumes.lock().expect("volumes lock").clone()
+    }
+
+    /// One volume.
+    pub fn volume(&self, name: &str) -> Option<Arc<VolumeShared>> {
+        self.volumes().into_iter().find(|v| v.name == name)
+    }
+
+    /// Replication listen addresses.
+    pub fn ports(&self) -> Vec<SocketAddr> {
+        self.ports.lock().expect("ports lock").iter().map(|(a, _)| *a).collect()
+    }
+}
+
+/// Opens the replication port (bunker service) on `addr`.
+pub fn listen(app: &Arc<App>, addr: SocketAddr) -> Result<(), String> {
+    if app.replication.ports().contains(&addr) {
+        return Err(format!("already listening on {addr}"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bunkers, pool) = (app.bunkers.clone(), app.pool.clone());
+    let make: MakeConn =
+        Arc::new(move |stream, peer| match BunkerConn::new(stream, peer, bunkers.clone(), pool.clone()) {
+            Ok(c) => Some(Box::new(c)),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "replication connection setup failed");
+                None
+            }
+        });
+    let acceptor = Acceptor::bind(addr, stop.clone(), "replication", make)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    app.runtime.handles()[0]
+        .send(Message::call(move |cx| cx.spawn(Box::new(acceptor))))
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "replication port open");
+    app.replication.ports.lock().expect("ports lock").push((addr, stop));
+    Ok(())
+}
+
+/// Creates (formatting or recovering the log) and starts a replicated volume.
+pub fn create_volume(app: &Arc<App>, cfg: VolumeConfig) -> Result<Opened, String> {
+    if app.replication.volume(&cfg.name).is_some() || app.bdevs.get(&cfg.name).is_ok() {
+        return Err(format!("a bdev or volume named {:?} already exists", cfg.name));
+    }
+    if cfg.mode == super::volume::Mode::Sync {
+        return Err("mode \"sync\" needs a secondary, which this node cannot attach yet".into());
+    }
+    if cfg.bunker.is_none() && cfg.mode == super::volume::Mode::BunkerSync {
+        return Err("mode \"bunker-sync\" needs \"bunker\": \"IP:PORT\" (or use mode \"local-only\")".into());
+    }
+    let owner = format!("volume {}", cfg.name);
+    app.bdevs.claim(cfg.data.name(), &owner).map_err(|e| e.to_string())?;
+    if let Err(e) = app.bdevs.claim(cfg.log.name(), &owner) {
+        app.bdevs.release(cfg.data.name());
+        return Err(e.to_string());
+    }
+    let release = || {
+        app.bdevs.release(cfg.data.name());
+        app.bdevs.release(cfg.log.name());
+    };
+    let max_io = (app.pool.buf_size() as u32 - cfg.log.block_size()).min(128 * 1024);
+    let opened = open::open(&cfg, &app.pool, max_io).map_err(|e| {
+        release();
+        e.to_string()
+    })?;
+    start(app, &cfg, &opened).inspect_err(|_| release())?;
+    Ok(opened)
+}
+
+fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), String> {
+    let handles = app.runtime.handles();
+    let home = &handles[app.replication.volumes().len() % handles.len()];
+    let log = Arc::new(ChangeLog::new(opened.geo, opened.end, opened.end));
+    let shared = Arc::new(VolumeShared::new(&cfg.name, opened.sb.volume_uuid, log, home.mailbox().clone()));
+    let (c, s, sb, pool) = (cfg.clone(), shared.clone(), opened.sb.clone(), app.pool.clone());
+    home.call(move |cx| {
+        let log_ch = Channel::new(c.log.clone()).map_err(|e| e.to_string())?;
+        let data_ch = Channel::new(c.data.clone()).map_err(|e| e.to_string())?;
+        let core = VolumeCore::new(s, pool, log_ch, data_ch, sb, c.mode, c.on_bunker_loss, c.bunker);
+        cx.spawn(Box::new(core));
+        Ok::<(), String>(())
+    })
+    .map_err(|e| e.to_string())??;
+    app.bdevs
+        .insert(Arc::new(ReplVolume::new(cfg.data.clone(), shared.clone())))
+        .map_err(|e| e.to_string())?;
+    app.replication.volumes.lock().expect("volumes lock").push(shared);
+    tracing::info!(volume = cfg.name, mode = ?cfg.mode, bunker = ?cfg.bunker, home = home.id(), "volume serving");
+    Ok(())
+}
+
+/// Stops and removes a volume (its bdev must not be exported).
+pub fn delete_volume(app: &Arc<App>, name: &str) -> Result<(), String> {
+    let v = app.replication.volume(name).ok_or_else(|| format!("volume {name:?} not found"))?;
+    app.bdevs.remove(name).map_err(|e| e.to_string())?;
+    v.stopped.store(true, Ordering::Release);
+    v.deleted.store(true, Ordering::Release);
+    v.wake_home();
+    app.replication.volumes.lock().expect("volumes lock").retain(|x| x.name != name);
+    let owner = format!("volume {name}");
+    for b in app.bdevs.list() {
+        if app.bdevs.claimed_by(b.name()).as_deref() == Some(owner.as_str()) {
+            app.bdevs.release(b.name());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Background duties of the home poller: checkpoints, bunker catch-up, trims, status, and the
+//! `Poller` glue.
+
+use super::*;
+use std::sync::atomic::Ordering;
+
+impl VolumeCore {
+    /// Starts a checkpoint when due: flush the volume, then record `applied` in the superblock.
+    pub(super) fn maybe_checkpoint(&mut self, now: Nanos) -> bool {
+        let applied = self.shared.log.applied();
+        if !matches!(self.checkpoint, Checkpoint::Idle)
+            || now < self.next_checkpoint
+            || applied == self.sb.checkpoint_lsn
+        {
+            return false;
+        }
+        self.next_checkpoint = now + CHECKPOINT_EVERY;
+        let io = BdevIo {
+            ty: IoType::Flush,
+            offset_blocks: 0,
+            num_blocks: 0,
+            buf: None,
+            fua: false,
+            tag: tag(0, K_FLUSH),
+        };
+        if self.data_ch.submit(io).is_ok() {
+            self.checkpoint = Checkpoint::Flushing(applied);
+        }
+        true
+    }
+
+    pub(super) fn on_checkpoint(&mut self, kind: u64, status: IoStatus) {
+        if !status.is_success() {
+            tracing::error!(volume = self.shared.name, %status, "checkpoint failed; will retry");
+            self.checkpoint = Checkpoint::Idle;
+            return;
+        }
+        match (kind, &self.checkpoint) {
+            (K_FLUSH, &Checkpoint::Flushing(lsn)) => {
+                let sb = Superblock {
+                    generation: self.sb.generation + 1,
+                    checkpoint_lsn: lsn,
+                    head_lsn: self.shared.log.head().min(lsn),
+                    ..self.sb.clone()
+                };
+                let Some(mut buf) = self.pool.alloc() else {
+                    self.checkpoint = Checkpoint::Idle;
+                    return;
+                };
+                buf.set_len(self.geo.sector as usize);
+                sb.encode(buf.as_mut_slice());
+                let io = BdevIo {
+                    ty: IoType::Write,
+                    offset_blocks: sb.slot(),
+                    num_blocks: 1,
+                    buf: Some(buf),
+                    fua: true,
+                    tag: tag(0, K_SUPER),
+                };
+                if self.log_ch.submit(io).is_ok() {
+                    self.sb = sb;
+                    self.checkpoint = Checkpoint::Writing;
+                } else {
+                    self.checkpoint = Checkpoint::Idle;
+                }
+            }
+            (K_SUPER, Checkpoint::Writing) => self.checkpoint = Checkpoint::Idle,
+            _ => self.checkpoint = Checkpoint::Idle,
+        }
+    }
+
+    /// Streams committed log bytes the bunker missed, from the local log.
+    pub(super) fn catch_up_step(&mut self) -> bool {
+        let Some(from) = self.catch_up else { return false };
+        if self.catch_up_busy || !self.link_up() {
+            return false;
+        }
+        let committed = self.shared.log.committed();
+        if from >= committed {
+            self.catch_up = None;
+            return false;
+        }
+        let per_buf = (self.pool.buf_size() / self.geo.sector as usize) as u64;
+        let n = (committed - from).min(per_buf).min(self.geo.until_wrap(from));
+        let Some(mut buf) = self.pool.alloc() else { return false };
+        buf.set_len(n as usize * self.geo.sector as usize);
+        let io = BdevIo {
+            ty: IoType::Read,
+            offset_blocks: self.geo.block_of(from),
+            num_blocks: n as u32,
+            buf: Some(buf),
+            fua: false,
+            tag: tag(0, K_CATCHUP),
+        };
+        self.catch_up_busy = self.log_ch.submit(io).is_ok();
+        self.catch_up_busy
+    }
+
+    pub(super) fn on_catch_up_read(&mut self, c: IoCompletion) {
+        self.catch_up_busy = false;
+        let (Some(from), Some(buf)) = (self.catch_up, c.buf) else { return };
+        if !c.status.is_success() {
+            tracing::error!(volume = self.shared.name, status = %c.status, "reading the log for bunker catch-up");
+            return;
+        }
+        let n = (buf.len() / self.geo.sector as usize) as u64;
+        if self.link.as_mut().is_some_and(|l| l.write_at(from, buf.as_slice())) {
+            self.catch_up = Some(from + n);
+        }
+    }
+
+    pub(super) fn publish(&mut self, now: Nanos) {
+        if now < self.next_status {
+            return;
+        }
+        self.next_status = now + STATUS_EVERY;
+        if let Some(link) = self.link.as_mut() {
+            link.send(&Msg::Trim { head: self.shared.log.head() });
+        }
+        let Ok(mut st) = self.shared.status.try_lock() else { return };
+        let log = &self.shared.log;
+        let q = |v: f64| self.latency.value_at_quantile(v) as f64;
+        *st = VolumeStatus {
+            mode: Some(self.mode),
+            bunker: self.link.as_ref().map(|l| l.addr().to_string()),
+            bunker_link: match self.link.as_ref().map(|l| l.state()) {
+                None => "none".into(),
+                Some(LinkState::Up) => "up".into(),
+                Some(LinkState::Connecting) => "connecting".into(),
+                Some(LinkState::Down) => "down".into(),
+            },
+            bunker_rtt_us: self.link.as_ref().and_then(|l| l.rtt_us()),
+            alarm: self.alarm.clone(),
+            tail: log.tail(),
+            committed: log.committed(),
+            applied: log.applied(),
+            head: log.head(),
+            bunker_durable: self.bunker_end,
+            checkpoint: self.sb.checkpoint_lsn,
+            log_fill: log.fill(),
+            writes: self.writes,
+            write_latency_us: WriteLatency {
+                p50: q(0.5),
+                p99: q(0.99),
+                p999: q(0.999),
+                max: self.latency.max() as f64,
+            },
+        };
+    }
+}
+
+impl Poller for VolumeCore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
+        self.watch(cx);
+        let now = cx.now;
+        let mut work = self.on_link(now);
+        work |= self.intake(cx.precise_now());
+        work |= self.reap();
+        work |= self.finish_ready(cx.precise_now());
+        self.advance();
+        work |= self.catch_up_step();
+        work |= self.maybe_checkpoint(now);
+        self.publish(now);
+        if self.shared.stopped.load(Ordering::Acquire) && self.slots.iter().all(Option::is_none) && !work {
+            self.fail_waiting();
+            if self.shared.deleted.load(Ordering::Acquire) {
+                for fd in self.watched.drain(..).chain(self.link_fd.take()) {
+                    cx.unwatch_fd(fd);
+                }
+                return PollStatus::Done;
+            }
+        }
+        PollStatus::from_work(work)
+    }
+}
+
+impl VolumeCore {
+    fn fail_waiting(&mut self) {
+        while let Some(req) = self.waiting.pop_front().or_else(|| self.shared.requests.pop()) {
+            let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };
+            let _ = req.reply.push(c);
+            req.notify.notify();
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The home-reactor half of a volume: takes writes from every channel, appends them to the
+//! change log, mirrors them to the bunker, applies them to the volume once the local entry is
+//! durable, answers the host, checkpoints, and catches the bunker up after an outage.
+//!
+//! Per write: `reserve → {local log write (FUA) ‖ bunker write} → local durable → volume write →
+//! (bunker acked, per mode) → finish + answer`. Overlapping writes wait until the earlier one is
+//! answered, so the volume sees them in log order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use super::{Mode, OnBunkerLoss, VolReq, VolumeShared, VolumeStatus, WriteLatency, MAX_INFLIGHT};
+use crate::bdev::{BdevIo, Channel, IoCompletion, IoStatus, IoType};
+use crate::net::tcp::TcpLink;
+use crate::net::{Link, LinkEvent, LinkState};
+use crate::reactor::time::NS_PER_MS;
+use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
+use crate::replication::format::{EntryHeader, EntryKind, Superblock};
+use crate::replication::log::{LogGeometry, Reservation};
+use crate::replication::wire::Msg;
+use crate::sys::{DmaBuf, DmaPool};
+
+const K_LOG: u64 = 0;
+const K_PAD: u64 = 1;
+const K_VOLUME: u64 = 2;
+const K_FLUSH: u64 = 3;
+const K_SUPER: u64 = 4;
+const K_CATCHUP: u64 = 5;
+const CHECKPOINT_EVERY: Nanos = 500 * NS_PER_MS;
+const STATUS_EVERY: Nanos = 100 * NS_PER_MS;
+
+fn tag(slot: usize, kind: u64) -> u64 {
+    (slot as u64) << 8 | kind
+}
+
+struct Inflight {
+    req: VolReq,
+
+    res: Reservation,
+    /// The entry bytes (absent while the log write holds them).
+    entry: Option<DmaBuf>,
+    /// Send the entry to the bunker again when it comes back from the log write.
+    resend: bool,
+    pad: Option<DmaBuf>,
+    local: bool,
+    pad_local: bool,
+    volume: bool,
+    bunker: bool,
+    pad_bunker: bool,
+    status: IoStatus,
+    started: Nanos,
+}
+
+impl Inflight {
+    fn overlaps(&self, lba: u64, blocks: u32) -> bool {
+        let (a, b) = (self.req.io.offset_blocks, u64::from(self.req.io.num_blocks));
+        lba < a + b && a < lba + u64::from(blocks)
+    }
+}
+
+enum Checkpoint {
+    Idle,
+    Flushing(u64),
+    Writing,
+}
+
+/// Everything the home reactor owns for one volume.
+pub struct VolumeCore {
+    name: String,
+    shared: Arc<VolumeShared>,
+    pool: DmaPool,
+    log_ch: Channel,
+    data_ch: Channel,
+    geo: LogGeometry,
+    sb: Superblock,
+    mode: Mode,
+    on_loss: OnBunkerLoss,
+    link: Option<TcpLink>,
+    bunker_end: u64,
+    bunker_acked: BTreeMap<u64, u32>,
+    catch_up: Option<u64>,
+    catch_up_busy: bool,
+    slots: Vec<Option<Inflight>>,
+    waiting: VecDeque<VolReq>,
+    checkpoint: Checkpoint,
+    next_checkpoint: Nanos,
+    next_status: Nanos,
+    latency: Histogram<u64>,
+    writes: u64,
+    watched: Vec<RawFd>,
+    link_fd: Option<RawFd>,
+    completions: Vec<IoCompletion>,
+    events: Vec<LinkEvent>,
+    alarm: Option<String>,
+}
+
+impl VolumeCore {
+    /// Builds the core (on the home reactor).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<VolumeShared>,
+        pool: DmaPool,
+        log_ch: Channel,
+        data_ch: Channel,
+        sb: Superblock,
+        mode: Mode,
+        on_loss: OnBunkerLoss,
+        bunker: Option<SocketAddr>,
+    ) -> VolumeCore {
+        let geo = shared.log.geometry();
+        let head = shared.log.head();
+        let link = bunker.map(|addr| {
+            let hello = Msg::Hello {
+                volume: shared.name.clone(),
+                uuid: shared.uuid,
+                epoch: sb.epoch,
+                sector: geo.sector,
+                ring_sectors: geo.ring_sectors,
+                head,
+            };
+            TcpLink::new(addr, hello)
+        });
+        VolumeCore {
+            name: format!("volume_{}", shared.name),
+            shared,
+            pool,
+            log_ch,
+            data_ch,
+            geo,
+            sb,
+            mode,
+            on_loss,
+            link,
+            bunker_end: head,
+            bunker_acked: BTreeMap::new(),
+            catch_up: None,
+            catch_up_busy: false,
+            slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            checkpoint: Checkpoint::Idle,
+            next_checkpoint: 0,
+            next_status: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            writes: 0,
+            watched: Vec::new(),
+            link_fd: None,
+            completions: Vec::with_capacity(MAX_INFLIGHT),
+            events: Vec::new(),
+            alarm: None,
+        }
+    }
+
+    fn link_up(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.state() == LinkState::Up)
+    }
+
+    /// Whether a write's bunker requirement is met.
+    fn bunker_ok(&self, slot: &Inflight) -> bool {
+        match (self.mode, &self.link) {
+            (Mode::LocalOnly, _) | (_, None) => true,
+            _ if slot.bunker && (slot.pad.is_none() || slot.pad_bunker) => true,
+            _ => !self.link_up() && self.on_loss == OnBunkerLoss::LocalOnly,
+        }
+    }
+
+    fn watch(&mut self, cx: &mut PollCtx<'_>) {
+        if self.watched.is_empty() {
+            for fd in self.log_ch.wake_fds().into_iter().chain(self.data_ch.wake_fds()) {
+                if cx.watch_fd(fd).is_ok() {
+                    self.watched.push(fd);
+                }
+            }
+        }
+        let fd = self.link.as_ref().and_then(|l| l.fd());
+        if fd != self.link_fd {
+            if let Some(old) = self.link_fd.take() {
+                cx.unwatch_fd(old);
+            }
+            if let Some(new) = fd {
+                if cx.watch_fd(new).is_ok() {
+                    self.link_fd = Some(new);
+                }
+            }
+        }
+    }
+
+    fn entry_sectors(&self, req: &VolReq) -> (EntryKind, u32) {
+        match req.io.ty {
+            IoType::Write => {
+                let len = req.io.buf.as_ref().map_or(0, |b| b.len()) as u32;
+                (EntryKind::Write, EntryHeader::sectors_for(len, self.geo.sector))
+            }
+            IoType::WriteZeroes => (EntryKind::Zeroes, 1),
+            _ => (EntryKind::Unmap, 1),
+        }
+    }
+
+    /// Builds the entry bytes for `req` at `lsn`.
+    fn build_entry(&self, req: &VolReq, kind: EntryKind, lsn: u64, sectors: u32) -> Option<DmaBuf> {
+        let mut buf = self.pool.alloc()?;
+        let total = sectors as usize * self.geo.sector as usize;
+        buf.set_len(total);
+        let bytes = buf.as_mut_slice();
+        let data = req.io.buf.as_ref().map(|b| b.as_slice()).unwrap_or(&[]);
+        let s = self.geo.sector as usize;
+        bytes[s..s + data.len()].copy_from_slice(data);
+        bytes[s + data.len()..].fill(0);
+        let h = EntryHeader {
+            kind,
+            lsn,
+            epoch: self.sb.epoch,
+            lba: req.io.offset_blocks,
+            blocks: req.io.num_blocks,
+            data_len: data.len() as u32,
+            sectors,
+            data_crc: crc32c::crc32c(data),
+        };
+        h.encode(&mut bytes[..s]);
+        Some(buf)
+    }
+
+    fn pad_entry(&self, lsn: u64, sectors: u32) -> Option<DmaBuf> {
+        let mut buf = self.pool.alloc()?;
+        buf.set_len(self.geo.sector as usize);
+        let h = EntryHeader {
+            kind: EntryKind::Pad,
+            lsn,
+            epoch: self.sb.epoch,
+            lba: 0,
+            blocks: 0,
+            data_len: 0,
+            sectors,
+            data_crc: 0,
+        };
+        h.encode(buf.as_mut_slice());
+        Some(buf)
+    }
+}
+
+mod background;
+mod flow;

@@ -1,0 +1,299 @@
+//! Replicated volumes: a bdev that wraps a data bdev and a change-log bdev.
+//!
+//! Every write, write-zeroes and deallocate becomes a change-log entry, written to the local
+//! log (durable: FUA) and mirrored to the bunker at the same time; the volume block is written
+//! only once the local log entry is durable; the host is answered when the local copy, the
+//! bunker copy (per mode) and the volume write are all done. Reads go straight to the data
+//! bdev from the reactor that asks (an acknowledged write is already on the volume).
+//!
+//! Writes are sequenced on the volume's home reactor ([`core`]): channels on other reactors
+//! hand their writes over through a bounded lock-free queue and get completions back through
+//! their own bounded queue, so overlapping writes are ordered in one place and log order and
+//! volume order never disagree. The log itself ([`super::log::ChangeLog`]) takes appends from
+//! any reactor without locks.
+
+mod core;
+pub mod open;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_queue::ArrayQueue;
+use serde::{Deserialize, Serialize};
+
+pub use self::core::VolumeCore;
+use super::log::ChangeLog;
+use crate::bdev::{BackendChannel, Bdev, BdevError, BdevIo, Channel, IoCompletion, IoStatus, IoType};
+use crate::reactor::Mailbox;
+use crate::sys::event::EventFd;
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Local log and bunker copy durable (the default).
+    BunkerSync,
+    /// Local log durable only (asynchronous RPO).
+    LocalOnly,
+    /// Also applied on the secondary (needs a secondary).
+    Sync,
+}
+
+/// What to do when the bunker is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBunkerLoss {
+    /// Keep serving on the local log alone, and raise an alarm.
+    LocalOnly,
+    /// Make writes wait until the bunker returns.
+    Stall,
+}
+
+/// Most writes a volume keeps in flight (bounds recovery's hole window too).
+pub const MAX_INFLIGHT: usize = 128;
+/// Capacity of the hand-over queue into the home reactor.
+pub const REQUEST_QUEUE: usize = 1024;
+
+/// A write handed to the home reactor.
+pub struct VolReq {
+    /// The I/O.
+    pub io: BdevIo,
+    /// Where the completion goes.
+    pub reply: Arc<ArrayQueue<IoCompletion>>,
+    /// Rung after a completion is queued.
+    pub notify: Arc<EventFd>,
+}
+
+/// Status counters published by the home reactor.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct VolumeStatus {
+    /// Mode.
+    pub mode: Option<Mode>,
+    /// Bunker address.
+    pub bunker: Option<String>,
+    /// Bunker link: down, connecting, up.
+    pub bunker_link: String,
+    /// Heartbeat round trip, µs.
+    pub bunker_rtt_us: Option<u64>,
+    /// Alarm text while degraded.
+    pub alarm: Option<String>,
+    /// Log positions (LSN, sectors).
+    pub tail: u64,
+    /// Durable locally and on the bunker (per mode).
+    pub committed: u64,
+    /// Applied to the volume.
+    pub applied: u64,
+    /// Oldest entry still needed.
+    pub head: u64,
+    /// Contiguous end held by the bunker.
+    pub bunker_durable: u64,
+    /// Last checkpoint.
+    pub checkpoint: u64,
+    /// Fraction of the ring in use.
+    pub log_fill: f64,
+    /// Writes completed.
+    pub writes: u64,
+    /// Write latency percentiles, µs.
+    pub write_latency_us: WriteLatency,
+}
+
+/// Write latency percentiles.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct WriteLatency {
+    /// Median.
+    pub p50: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// State shared by a volume's channels and its home reactor.
+pub struct VolumeShared {
+    /// Volume name.
+    pub name: String,
+    /// Identity.
+    pub uuid: [u8; 16],
+    /// The change log's positions.
+    pub log: Arc<ChangeLog>,
+    /// Writes waiting for the home reactor.
+    pub requests: ArrayQueue<VolReq>,
+    home: Arc<Mailbox>,
+    /// Published by the home reactor.
+    pub status: Mutex<VolumeStatus>,
+    /// Set when the volume stopped serving writes (fenced, failed, deleted).
+    pub stopped: AtomicBool,
+    /// Writes refused after stop.
+    pub refused: AtomicU64,
+    /// Set by `volume_delete`: the home poller ends once idle.
+    pub deleted: AtomicBool,
+}
+
+impl VolumeShared {
+    /// Shared state for a volume whose home reactor has `home` as mailbox.
+    pub fn new(name: &str, uuid: [u8; 16], log: Arc<ChangeLog>, home: Arc<Mailbox>) -> VolumeShared {
+        VolumeShared {
+            name: name.to_string(),
+            uuid,
+            log,
+            requests: ArrayQueue::new(REQUEST_QUEUE),
+            home,
+            status: Mutex::new(VolumeStatus::default()),
+            stopped: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the home reactor after queueing.
+    pub fn wake_home(&self) {
+        self.home.ring_doorbell_if_sleeping();
+    }
+}
+
+/// A replicated volume as a bdev.
+#[derive(Debug)]
+pub struct ReplVolume {
+    data: Arc<dyn Bdev>,
+    shared: Arc<VolumeShared>,
+}
+
+impl std::fmt::Debug for VolumeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeShared").field("name", &self.name).finish()
+    }
+}
+
+impl ReplVolume {
+    /// Wraps the shared state.
+    pub fn new(data: Arc<dyn Bdev>, shared: Arc<VolumeShared>) -> ReplVolume {
+        ReplVolume { data, shared }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<VolumeShared> {
+        &self.shared
+    }
+}
+
+impl Bdev for ReplVolume {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+    fn product_name(&self) -> &'static str {
+        "ferrite replicated volume"
+    }
+    fn block_size(&self) -> u32 {
+        self.data.block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.data.num_blocks()
+    }
+    fn uuid(&self) -> [u8; 16] {
+        self.shared.uuid
+    }
+    fn volatile_write_cache(&self) -> bool {
+        false
+    }
+    fn supports(&self, _ty: IoType) -> bool {
+        true
+    }
+    fn open_backend(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
+        let notify = EventFd::new().map_err(|source| BdevError::Os { what: "eventfd".into(), source })?;
+        Ok(Box::new(VolChannel {
+            shared: self.shared.clone(),
+            data: Channel::new(self.data.clone())?,
+            replies: Arc::new(ArrayQueue::new(MAX_INFLIGHT * 2)),
+            notify: Arc::new(notify),
+            handed_over: 0,
+            done: Vec::new(),
+        }))
+    }
+}
+
+/// A channel to a volume on one reactor.
+struct VolChannel {
+    shared: Arc<VolumeShared>,
+    data: Channel,
+    replies: Arc<ArrayQueue<IoCompletion>>,
+    notify: Arc<EventFd>,
+    handed_over: usize,
+    done: Vec<IoCompletion>,
+}
+
+impl BackendChannel for VolChannel {
+    fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
+        match io.ty {
+            IoType::Read => self.data.submit(io),
+            // Every acknowledged write is durable in the log already.
+            IoType::Flush => {
+                self.done.push(IoCompletion::of(io, IoStatus::Success));
+                Ok(())
+            }
+            _ if self.shared.stopped.load(Ordering::Acquire) => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                self.done.push(IoCompletion::of(io, IoStatus::Aborted));
+                Ok(())
+            }
+            _ if self.handed_over >= self.replies.capacity() => Err(io),
+            _ => {
+                let req = VolReq { io, reply: self.replies.clone(), notify: self.notify.clone() };
+                match self.shared.requests.push(req) {
+                    Ok(()) => {
+                        self.handed_over += 1;
+                        self.shared.wake_home();
+                        Ok(())
+                    }
+                    Err(req) => Err(req.io),
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self, out: &mut Vec<IoCompletion>) -> usize {
+        let mut n = self.done.len();
+        out.append(&mut self.done);
+        n += self.data.poll(out);
+        if self.handed_over > 0 {
+            self.notify.drain();
+            while let Some(c) = self.replies.pop() {
+                self.handed_over -= 1;
+                out.push(c);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn in_flight(&self) -> usize {
+        self.done.len() + self.data.in_flight() + self.handed_over
+    }
+
+    fn wake_fds(&self, out: &mut Vec<RawFd>) {
+        out.push(self.notify.as_raw_fd());
+        out.extend(self.data.wake_fds());
+    }
+}
+
+/// Everything needed to open a volume.
+#[derive(Debug, Clone)]
+pub struct VolumeConfig {
+    /// Name (also the bdev name).
+    pub name: String,
+    /// Data bdev.
+    pub data: Arc<dyn Bdev>,
+    /// Log bdev.
+    pub log: Arc<dyn Bdev>,
+    /// Mode.
+    pub mode: Mode,
+    /// Bunker address.
+    pub bunker: Option<SocketAddr>,
+    /// Bunker-loss policy.
+    pub on_bunker_loss: OnBunkerLoss,
+    /// Format even if the log holds another volume.
+    pub force: bool,
+}

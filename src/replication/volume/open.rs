@@ -1,0 +1,204 @@
+//! Opening a volume on the control plane, before it serves: read the log superblock, then
+//! either format a fresh log or recover (scan from the checkpoint, replay every durable entry
+//! not yet applied, flush the volume, checkpoint). Blocking I/O is fine here: no reactor runs
+//! this.
+
+use super::{VolumeConfig, MAX_INFLIGHT};
+use crate::bdev::{sync, Channel, IoStatus, IoType};
+use crate::replication::format::{EntryHeader, EntryKind, SuperError, Superblock};
+use crate::replication::log::LogGeometry;
+use crate::replication::recovery::{scan, LogReader, RecoveryError};
+use crate::sys::DmaPool;
+
+/// A volume could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Device trouble.
+    #[error("{what}: {status}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Outcome.
+        status: IoStatus,
+    },
+    /// Bad parameters.
+    #[error("{0}")]
+    Invalid(String),
+    /// The log is not ours to format.
+    #[error("log bdev {log} holds the change log of volume {other:?}; refusing to format it (pass \"force\": true to overwrite)")]
+    Foreign {
+        /// Log bdev.
+        log: String,
+        /// The volume it belongs to.
+        other: String,
+    },
+    /// The superblock cannot be read.
+    #[error("log superblock: {0}")]
+    Super(#[from] SuperError),
+    /// Recovery failed.
+    #[error("recovery: {0}")]
+    Recovery(#[from] RecoveryError),
+}
+
+/// An opened log.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The current superblock (as written at open).
+    pub sb: Superblock,
+    /// Ring geometry.
+    pub geo: LogGeometry,
+    /// Where the next entry goes.
+    pub end: u64,
+    /// Entries replayed onto the volume.
+    pub replayed: usize,
+    /// In-flight holes skipped.
+    pub holes: usize,
+    /// Whether the log was formatted now.
+    pub formatted: bool,
+}
+
+fn io_err(what: &'static str) -> impl Fn(IoStatus) -> OpenError {
+    move |status| OpenError::Io { what, status }
+}
+
+struct SyncReader<'a> {
+    ch: &'a mut Channel,
+    pool: &'a DmaPool,
+    geo: LogGeometry,
+}
+
+impl LogReader for SyncReader<'_> {
+    fn read(&mut self, lsn: u64, sectors: u32) -> std::io::Result<Vec<u8>> {
+        sync::read(self.ch, self.pool, self.geo.block_of(lsn), sectors)
+            .map_err(|s| std::io::Error::other(s.to_string()))
+    }
+}
+
+/// The largest span of log sectors a volume may have in flight.
+pub fn inflight_window(sector: u32, max_io: u32) -> u64 {
+    MAX_INFLIGHT as u64 * u64::from(EntryHeader::sectors_for(max_io, sector)) + 2
+}
+
+/// Writes the superblock copy for its generation.
+pub fn write_super(ch: &mut Channel, pool: &DmaPool, sb: &Superblock) -> Result<(), OpenError> {
+    let mut sector = vec![0u8; sb.sector_size as usize];
+    sb.encode(&mut sector);
+    sync::write(ch, pool, sb.slot(), &sector).map_err(io_err("writing the log superblock"))
+}
+
+/// Opens (recovering or formatting) the log of `cfg`.
+pub fn open(cfg: &VolumeConfig, pool: &DmaPool, max_io: u32) -> Result<Opened, OpenError> {
+    let sector = cfg.log.block_size();
+    let min = 2 + 2 * inflight_window(sector, max_io);
+    if cfg.log.num_blocks() < min {
+        return Err(OpenError::Invalid(format!(
+            "log bdev {} has {} blocks; a change log needs at least {min}",
+            cfg.log.name(),
+            cfg.log.num_blocks()
+        )));
+    }
+    let mut log_ch = Channel::new(cfg.log.clone()).map_err(|e| OpenError::Invalid(e.to_string()))?;
+    let two = sync::read(&mut log_ch, pool, 0, 2).map_err(io_err("reading the log superblock"))?;
+    let (a, b) = two.split_at(sector as usize);
+    match Superblock::choose(a, b) {
+        Ok(sb) if sb.volume_name == cfg.name && !cfg.force => recover(cfg, pool, &mut log_ch, sb),
+        Ok(sb) if !cfg.force => Err(OpenError::Foreign { log: cfg.log.name().into(), other: sb.volume_name }),
+        Ok(_) | Err(SuperError::Missing) => format(cfg, pool, &mut log_ch, max_io),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn format(
+    cfg: &VolumeConfig,
+    pool: &DmaPool,
+    log_ch: &mut Channel,
+    max_io: u32,
+) -> Result<Opened, OpenError> {
+    let sector = cfg.log.block_size();
+    // A fresh LSN range: entries left by an earlier log on this device name other LSNs.
+    let start = (u64::from(uuid::Uuid::new_v4().as_u128() as u32) + 1) << 24;
+    let sb = Superblock {
+        generation: 2,
+        volume_uuid: *uuid::Uuid::new_v4().as_bytes(),
+        volume_name: cfg.name.clone(),
+        role: 0,
+        epoch: 1,
+        sector_size: sector,
+        ring_start: 2,
+        ring_sectors: cfg.log.num_blocks() - 2,
+        volume_block_size: cfg.data.block_size(),
+        volume_blocks: cfg.data.num_blocks(),
+        checkpoint_lsn: start,
+        head_lsn: start,
+        max_inflight_sectors: inflight_window(sector, max_io),
+        clean_shutdown: false,
+    };
+    write_super(log_ch, pool, &Superblock { generation: 1, ..sb.clone() })?;
+    write_super(log_ch, pool, &sb)?;
+    let geo = LogGeometry { sector, ring_start: 2, ring_sectors: sb.ring_sectors };
+    tracing::info!(
+        volume = cfg.name,
+        log = cfg.log.name(),
+        ring_sectors = sb.ring_sectors,
+        "change log formatted"
+    );
+    Ok(Opened { end: start, sb, geo, replayed: 0, holes: 0, formatted: true })
+}
+
+fn recover(
+    cfg: &VolumeConfig,
+    pool: &DmaPool,
+    log_ch: &mut Channel,
+    sb: Superblock,
+) -> Result<Opened, OpenError> {
+    if sb.volume_blocks != cfg.data.num_blocks() || sb.volume_block_size != cfg.data.block_size() {
+        return Err(OpenError::Invalid(format!(
+            "data bdev {} ({} blocks of {}) does not match the volume recorded in the log ({} blocks of {})",
+            cfg.data.name(),
+            cfg.data.num_blocks(),
+            cfg.data.block_size(),
+            sb.volume_blocks,
+            sb.volume_block_size
+        )));
+    }
+    let geo =
+        LogGeometry { sector: sb.sector_size, ring_start: sb.ring_start, ring_sectors: sb.ring_sectors };
+    let mut reader = SyncReader { ch: log_ch, pool, geo };
+    let found = scan(&mut reader, &geo, sb.checkpoint_lsn, sb.max_inflight_sectors)?;
+    let mut data_ch = Channel::new(cfg.data.clone()).map_err(|e| OpenError::Invalid(e.to_string()))?;
+    for e in &found.entries {
+        let h = &e.header;
+        match h.kind {
+            EntryKind::Write => sync::write(&mut data_ch, pool, h.lba, &e.data),
+            EntryKind::Zeroes => sync::op(&mut data_ch, IoType::WriteZeroes, h.lba, h.blocks),
+            EntryKind::Unmap => sync::op(&mut data_ch, IoType::Unmap, h.lba, h.blocks),
+            EntryKind::Pad => Ok(()),
+        }
+        .map_err(io_err("replaying a log entry onto the volume"))?;
+    }
+    sync::op(&mut data_ch, IoType::Flush, 0, 0).map_err(io_err("flushing the volume after replay"))?;
+    let sb = Superblock {
+        generation: sb.generation + 1,
+        checkpoint_lsn: found.end,
+        head_lsn: found.end,
+        clean_shutdown: false,
+        ..sb
+    };
+    write_super(log_ch, pool, &sb)?;
+    tracing::info!(
+        volume = cfg.name,
+        replayed = found.entries.len(),
+        holes = found.holes.len(),
+        end = found.end,
+        was_clean = sb.clean_shutdown,
+        "change log recovered"
+    );
+    Ok(Opened {
+        end: found.end,
+        replayed: found.entries.len(),
+        holes: found.holes.len(),
+        sb,
+        geo,
+        formatted: false,
+    })
+}
