@@ -226,16 +226,29 @@ fn async_event_on_namespace_change() {
     // Enable namespace-attribute notices, then park an AER.
     let (cqe, _) = admin.admin(AdminOpcode::SetFeatures, 0, 0x0B, 1 << 8, 0).unwrap();
     ok(&cqe).unwrap();
-    let mut sqe = ferrite::nvmf::spec::Sqe { opcode: AdminOpcode::AsyncEventRequest.raw(), cid: 900, ..Default::default() };
+    let mut sqe = ferrite::nvmf::spec::Sqe {
+        opcode: AdminOpcode::AsyncEventRequest.raw(),
+        cid: 900,
+        ..Default::default()
+    };
     sqe.set_sgl(ferrite::nvmf::spec::SglDescriptor::Transport { length: 0 });
     let mut out = Vec::new();
     ferrite::nvmf::tcp::pdu::append_capsule_cmd(&mut out, &sqe, &[], Digests::NONE, 0);
     admin.send(&out).unwrap();
-    t.d.rpc("bdev_malloc_create", Some(serde_json::json!({"name": "M2", "num_blocks": 2048, "block_size": 512}))).unwrap();
-    let nsid = t.d.rpc("nvmf_subsystem_add_ns", Some(serde_json::json!({"nqn": NQN, "namespace": {"bdev_name": "M2"}}))).unwrap();
+    t.d.rpc(
+        "bdev_malloc_create",
+        Some(serde_json::json!({"name": "M2", "num_blocks": 2048, "block_size": 512})),
+    )
+    .unwrap();
+    let nsid = t
+        .d
+        .rpc("nvmf_subsystem_add_ns", Some(serde_json::json!({"nqn": NQN, "namespace": {"bdev_name": "M2"}})))
+        .unwrap();
     assert_eq!(nsid, 2);
     let (hdr, _) = admin.recv_pdu().unwrap();
-    let ferrite::nvmf::tcp::pdu::Pdu::CapsuleResp(cqe) = hdr.pdu else { panic!("expected the AER completion") };
+    let ferrite::nvmf::tcp::pdu::Pdu::CapsuleResp(cqe) = hdr.pdu else {
+        panic!("expected the AER completion")
+    };
     assert_eq!(cqe.cid, 900);
     assert_eq!(cqe.dw0, 0x2 | (0x04 << 16), "notice: namespace attribute changed, log page 4");
     let (cqe, page) = admin.admin(AdminOpcode::GetLogPage, 0, 0x04 | ((1024 - 1) << 16), 0, 4096).unwrap();

@@ -37,7 +37,7 @@ pub struct BdevJob {
     started: Option<Nanos>,
     measure_from: Nanos,
     stopping: bool,
-    watching: Option<std::os::fd::RawFd>,
+    watching: Vec<std::os::fd::RawFd>,
     completions: Vec<IoCompletion>,
 }
 
@@ -75,7 +75,7 @@ impl BdevJob {
             started: None,
             measure_from: 0,
             stopping: false,
-            watching: None,
+            watching: Vec::new(),
             completions: Vec::with_capacity(256),
         }
     }
@@ -156,7 +156,7 @@ impl BdevJob {
     }
 
     fn finish(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
-        if let Some(fd) = self.watching.take() {
+        for fd in self.watching.drain(..) {
             cx.unwatch_fd(fd);
         }
         self.result.elapsed_ns = cx.now.saturating_sub(self.measure_from);
@@ -175,9 +175,9 @@ impl BdevJob {
         let warmup = (self.w.warmup_s * 1e9) as Nanos;
         self.started = Some(cx.now);
         self.measure_from = cx.now + warmup;
-        if let Some(fd) = self.channel.wake_fd() {
+        for fd in self.channel.wake_fds() {
             if cx.watch_fd(fd).is_ok() {
-                self.watching = Some(fd);
+                self.watching.push(fd);
             }
         }
     }
