@@ -6,6 +6,7 @@ mod bdev;
 mod nvmf;
 mod perf;
 mod serve;
+mod volume;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +52,12 @@ pub enum Command {
     /// NVMe-oF subsystems, namespaces, listeners and hosts.
     #[command(subcommand)]
     Nvmf(nvmf::NvmfCmd),
+    /// Replicated volumes: create, list, status, delete.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
+    /// Bunker logs and the replication port.
+    #[command(subcommand)]
+    Bunker(volume::BunkerCmd),
     /// Reactor statistics (busy/idle per poller).
     Reactors,
     /// Load generator.
@@ -72,6 +79,8 @@ pub fn main() -> i32 {
         Command::Rpc { method, params } => raw_rpc(&cli.rpc_socket, &method, params.as_deref()),
         Command::Bdev(cmd) => bdev::run(&cli.rpc_socket, cmd),
         Command::Nvmf(cmd) => nvmf::run(&cli.rpc_socket, cmd),
+        Command::Volume(cmd) => volume::run_volume(&cli.rpc_socket, cmd),
+        Command::Bunker(cmd) => volume::run_bunker(&cli.rpc_socket, cmd),
         Command::Reactors => call(&cli.rpc_socket, "reactor_stats", None).map(|v| print_json(&v)),
         Command::Perf(args) => perf::run(&cli.rpc_socket, args),
     };

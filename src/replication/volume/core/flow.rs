@@ -10,7 +10,11 @@ impl VolumeCore {
             let Some(req) = self.waiting.pop_front().or_else(|| self.shared.requests.pop()) else { break };
             let busy =
                 self.slots.iter().flatten().any(|s| s.overlaps(req.io.offset_blocks, req.io.num_blocks));
-            if busy || !self.start(slot, req, now) {
+            if busy {
+                self.waiting.push_front(req);
+                break;
+            }
+            if !self.start(slot, req, now) {
                 break;
             }
             work = true;
