@@ -281,3 +281,43 @@ fn primary_sigkill_loop_on_a_loop_device() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Overlapping writes from several queues all complete, and the block ends up holding one of
+/// them, whole.
+#[test]
+fn overlapping_writes_from_several_queues_complete() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (bport, nport) = (free_port(), free_port());
+    let _b = bunker(dir.path(), bport);
+    let p = primary(dir.path(), bport, nport, "local-only");
+    let (admin, _io) = connect(nport);
+    let gens: Vec<u64> = (0..4).collect();
+    let threads: Vec<_> = gens
+        .iter()
+        .map(|&t| {
+            let cntlid = admin.cntlid;
+            std::thread::spawn(move || {
+                let addr: SocketAddr = format!("127.0.0.1:{nport}").parse().unwrap();
+                let mut io = Host::connect(addr, Digests::NONE).unwrap();
+                ok(&io.fabrics_connect(2 + t as u16, 63, NQN, HOST, cntlid, 0).unwrap()).unwrap();
+                for i in 0..50u64 {
+                    ok(&io.write(1, 64, &block(64, t * 1000 + i), 512, 8192).unwrap()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (_a, mut io) = connect(nport);
+    let (cqe, data) = io.read(1, 64, 8, 512).unwrap();
+    ok(&cqe).unwrap();
+    assert!(
+        (0..4u64).any(|t| (0..50).any(|i| data == block(64, t * 1000 + i))),
+        "the block holds a torn mix"
+    );
+    wait_for("200 writes counted", || {
+        p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"]["writes"].as_u64()
+            >= Some(200)
+    });
+}
