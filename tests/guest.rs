@@ -14,6 +14,9 @@ const NQN: &str = "nqn.2026-11.io.ferrite:guest";
 const HOST: &str = "nqn.2026-11.io.ferrite:linux-guest";
 
 fn guest_available() -> Result<(), String> {
+    if std::env::var_os("FERRITE_GUEST").is_none() {
+        return Err("set FERRITE_GUEST=1 to boot the Linux guest (scripts/test.sh does)".into());
+    }
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(format!("{root}/scripts/guest/probe.sh"))
         .env("GUEST_PROBE_BUILT", "1")
