@@ -82,6 +82,7 @@ impl App {
         for section in app.config.bdev.clone() {
             app.create_bdev(&section)?;
         }
+        crate::replication::manager::examine(&app);
         crate::nvmf::setup::apply_config(&app, &app.config.nvmf.clone()).map_err(AppError::Nvmf)?;
         Ok(app)
     }

@@ -85,20 +85,13 @@ pub struct NvmfSection {
 }
 
 impl NvmfSection {
-    /// Checks that names and addresses make sense; `bdevs` are the configured bdev names.
-    pub fn validate(&self, bdevs: &BTreeSet<&str>) -> Result<(), String> {
+    /// Checks that names and addresses make sense. Namespace bdevs are checked when applied:
+    /// a volume found on examine is a bdev the file does not list.
+    pub fn validate(&self, _bdevs: &BTreeSet<&str>) -> Result<(), String> {
         let mut nqns = BTreeSet::new();
         for s in &self.subsystem {
             if !nqns.insert(s.nqn.as_str()) {
                 return Err(format!("subsystem {:?} is defined twice", s.nqn));
-            }
-            for ns in &s.namespaces {
-                if !bdevs.contains(ns.bdev.as_str()) {
-                    return Err(format!(
-                        "subsystem {:?}: namespace bdev {:?} is not defined",
-                        s.nqn, ns.bdev
-                    ));
-                }
             }
             for l in &s.listeners {
                 parse_listen_address(l).map_err(|e| format!("subsystem {:?}: {e}", s.nqn))?;

@@ -245,6 +245,7 @@ impl BunkerConn {
             head_lsn: head,
             max_inflight_sectors: 0,
             clean_shutdown: false,
+            setup: Default::default(),
         };
         let Some(mut buf) = self.pool.alloc() else { return };
         buf.set_len(a.geo.sector as usize);

@@ -19,7 +19,7 @@ pub const ENTRY_MAGIC: u32 = 0x474F_4C46;
 pub const VERSION: u16 = 1;
 /// Bytes of a header or superblock that carry fields (the rest of the sector is zero).
 const HEADER_BYTES: usize = 64;
-const SUPER_BYTES: usize = 256;
+const SUPER_BYTES: usize = 512;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +199,32 @@ pub struct Superblock {
     pub max_inflight_sectors: u64,
     /// Set by a clean shutdown, cleared when the volume opens.
     pub clean_shutdown: bool,
+    /// How the volume was created (so a restart can reopen it by itself).
+    pub setup: VolumeSetup,
+}
+
+/// A volume's creation parameters, kept in its log superblock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeSetup {
+    /// Data bdev name.
+    pub data_bdev: String,
+    /// 0 bunker-sync, 1 local-only, 2 sync.
+    pub mode: u8,
+    /// 0 local-only, 1 stall.
+    pub on_bunker_loss: u8,
+    /// Bunker address, empty for none.
+    pub bunker: String,
+}
+
+fn put_str(sector: &mut [u8], len_at: usize, at: usize, max: usize, v: &str) {
+    assert!(v.len() <= max, "superblock string too long");
+    sector[len_at] = v.len() as u8;
+    put(sector, at, v.as_bytes());
+}
+
+fn get_str(sector: &[u8], len_at: usize, at: usize, max: usize) -> String {
+    let n = usize::from(sector[len_at]).min(max);
+    String::from_utf8_lossy(&sector[at..at + n]).into_owned()
 }
 
 /// Why no superblock could be read.
@@ -237,6 +263,10 @@ impl Superblock {
         put(sector, 88, &self.max_inflight_sectors.to_le_bytes());
         sector[96] = self.volume_name.len() as u8;
         put(sector, 100, self.volume_name.as_bytes());
+        sector[228] = self.setup.mode;
+        sector[229] = self.setup.on_bunker_loss;
+        put_str(sector, 230, 232, 128, &self.setup.data_bdev);
+        put_str(sector, 231, 360, 64, &self.setup.bunker);
         let crc = crc32c::crc32c(&sector[..SUPER_BYTES - 4]);
         put(sector, SUPER_BYTES - 4, &crc.to_le_bytes());
     }
@@ -269,6 +299,12 @@ impl Superblock {
             head_lsn: u64_at(sector, 80),
             max_inflight_sectors: u64_at(sector, 88),
             clean_shutdown: sector[7] != 0,
+            setup: VolumeSetup {
+                data_bdev: get_str(sector, 230, 232, 128),
+                mode: sector[228],
+                on_bunker_loss: sector[229],
+                bunker: get_str(sector, 231, 360, 64),
+            },
         })
     }
 
@@ -312,6 +348,12 @@ mod tests {
             head_lsn: 10,
             max_inflight_sectors: 300,
             clean_shutdown: true,
+            setup: VolumeSetup {
+                data_bdev: "Data0".into(),
+                mode: 1,
+                on_bunker_loss: 1,
+                bunker: "127.0.0.1:7700".into(),
+            },
         }
     }
 

@@ -131,3 +131,57 @@ pub fn delete_volume(app: &Arc<App>, name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Like SPDK's examine: every unclaimed bdev holding a primary's change-log superblock whose
+/// data bdev is present reopens its volume (recovering it). Returns the volumes reopened.
+pub fn examine(app: &Arc<App>) -> Vec<String> {
+    let mut opened = Vec::new();
+    for bdev in app.bdevs.list() {
+        if bdev.product_name() == "ferrite replicated volume" || app.bdevs.claimed_by(bdev.name()).is_some() {
+            continue;
+        }
+        let Some(sb) = open::read_superblock(&bdev, &app.pool) else { continue };
+        if sb.role != 0 || app.replication.volume(&sb.volume_name).is_some() {
+            continue;
+        }
+        let Ok(data) = app.bdevs.get(&sb.setup.data_bdev) else { continue };
+        if app.bdevs.claimed_by(data.name()).is_some() {
+            continue;
+        }
+        let cfg = VolumeConfig {
+            name: sb.volume_name.clone(),
+            data,
+            log: bdev.clone(),
+            mode: match sb.setup.mode {
+                0 => super::volume::Mode::BunkerSync,
+                2 => super::volume::Mode::Sync,
+                _ => super::volume::Mode::LocalOnly,
+            },
+            bunker: sb.setup.bunker.parse().ok(),
+            on_bunker_loss: if sb.setup.on_bunker_loss == 1 {
+                super::volume::OnBunkerLoss::Stall
+            } else {
+                super::volume::OnBunkerLoss::LocalOnly
+            },
+            force: false,
+        };
+        match create_volume(app, cfg) {
+            Ok(o) => {
+                tracing::info!(
+                    volume = sb.volume_name,
+                    log = bdev.name(),
+                    replayed = o.replayed,
+                    "volume found on examine and reopened"
+                );
+                opened.push(sb.volume_name);
+            }
+            Err(e) => tracing::error!(
+                volume = sb.volume_name,
+                log = bdev.name(),
+                error = e,
+                "volume found on examine could not reopen"
+            ),
+        }
+    }
+    opened
+}

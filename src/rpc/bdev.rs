@@ -120,6 +120,7 @@ fn uring_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
         create_size_mb: None,
     };
     let bdev = app.create_bdev(&section).map_err(create_error)?;
+    crate::replication::manager::examine(app);
     Ok(json!(bdev.name()))
 }
 

@@ -5,7 +5,7 @@
 
 use super::{VolumeConfig, MAX_INFLIGHT};
 use crate::bdev::{sync, Channel, IoStatus, IoType};
-use crate::replication::format::{EntryHeader, EntryKind, SuperError, Superblock};
+use crate::replication::format::{EntryHeader, EntryKind, SuperError, Superblock, VolumeSetup};
 use crate::replication::log::LogGeometry;
 use crate::replication::recovery::{scan, LogReader, RecoveryError};
 use crate::sys::DmaPool;
@@ -74,6 +74,33 @@ impl LogReader for SyncReader<'_> {
     }
 }
 
+impl VolumeConfig {
+    /// What the superblock records about this volume.
+    pub fn setup(&self) -> VolumeSetup {
+        VolumeSetup {
+            data_bdev: self.data.name().to_string(),
+            mode: match self.mode {
+                super::Mode::BunkerSync => 0,
+                super::Mode::LocalOnly => 1,
+                super::Mode::Sync => 2,
+            },
+            on_bunker_loss: u8::from(self.on_bunker_loss == super::OnBunkerLoss::Stall),
+            bunker: self.bunker.map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Reads the superblock of `bdev`, if it holds a ferrite log (control plane only).
+pub fn read_superblock(bdev: &std::sync::Arc<dyn crate::bdev::Bdev>, pool: &DmaPool) -> Option<Superblock> {
+    if bdev.num_blocks() < 2 || bdev.block_size() as usize > pool.buf_size() {
+        return None;
+    }
+    let mut ch = Channel::new(bdev.clone()).ok()?;
+    let two = sync::read(&mut ch, pool, 0, 2).ok()?;
+    let (a, b) = two.split_at(bdev.block_size() as usize);
+    Superblock::choose(a, b).ok()
+}
+
 /// The largest span of log sectors a volume may have in flight.
 pub fn inflight_window(sector: u32, max_io: u32) -> u64 {
     MAX_INFLIGHT as u64 * u64::from(EntryHeader::sectors_for(max_io, sector)) + 2
@@ -132,6 +159,7 @@ fn format(
         head_lsn: start,
         max_inflight_sectors: inflight_window(sector, max_io),
         clean_shutdown: false,
+        setup: cfg.setup(),
     };
     write_super(log_ch, pool, &Superblock { generation: 1, ..sb.clone() })?;
     write_super(log_ch, pool, &sb)?;
@@ -182,6 +210,7 @@ fn recover(
         checkpoint_lsn: found.end,
         head_lsn: found.end,
         clean_shutdown: false,
+        setup: cfg.setup(),
         ..sb
     };
     write_super(log_ch, pool, &sb)?;
