@@ -46,7 +46,10 @@ fn primary(dir: &std::path::Path, bport: u16, nport: u16, on_loss: &str) -> Daem
     let d = Daemon::start(&cfg);
     let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
                    "bunker": format!("127.0.0.1:{bport}"), "on_bunker_loss": on_loss});
-    d.rpc("volume_create", Some(v)).unwrap();
+    // On a restart the volume is back already (examine found its log); else create it.
+    if d.rpc("volume_get_volumes", None).unwrap().as_array().unwrap().is_empty() {
+        d.rpc("volume_create", Some(v)).unwrap();
+    }
     d.rpc("nvmf_create_transport", Some(json!({"trtype": "TCP"}))).unwrap();
     d.rpc("nvmf_create_subsystem", Some(json!({"nqn": NQN, "allow_any_host": true}))).unwrap();
     d.rpc("nvmf_subsystem_add_ns", Some(json!({"nqn": NQN, "namespace": {"bdev_name": "vol0"}}))).unwrap();
@@ -184,7 +187,10 @@ fn primary_with_log(dir: &std::path::Path, log_path: &str, bport: u16, nport: u1
     let d = Daemon::start(&cfg);
     let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
                    "bunker": format!("127.0.0.1:{bport}"), "on_bunker_loss": "local-only"});
-    d.rpc("volume_create", Some(v)).unwrap();
+    // On a restart the volume is back already (examine found its log); else create it.
+    if d.rpc("volume_get_volumes", None).unwrap().as_array().unwrap().is_empty() {
+        d.rpc("volume_create", Some(v)).unwrap();
+    }
     d.rpc("nvmf_create_transport", Some(json!({"trtype": "TCP"}))).unwrap();
     d.rpc("nvmf_create_subsystem", Some(json!({"nqn": NQN, "allow_any_host": true}))).unwrap();
     d.rpc("nvmf_subsystem_add_ns", Some(json!({"nqn": NQN, "namespace": {"bdev_name": "vol0"}}))).unwrap();
