@@ -175,4 +175,50 @@ fn spdk_rpc_py_drives_ferrite() {
     assert!(ok && out.contains("lcore"), "{out}");
     let (ok, out) = run(&["spdk_get_version"]);
     assert!(ok && out.contains("ferrite"), "{out}");
+    nvmf_through_rpc_py(&run);
+}
+
+fn nvmf_through_rpc_py(run: &dyn Fn(&[&str]) -> (bool, String)) {
+    let nqn = "nqn.2016-06.io.spdk:cnode1";
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let steps: &[&[&str]] = &[
+        &["nvmf_create_transport", "-t", "TCP"],
+        &["nvmf_create_subsystem", nqn, "-s", "SPDK00000000000001", "-d", "ferrite test", "-m", "32"],
+        &["nvmf_subsystem_add_ns", nqn, "Malloc0"],
+        &["nvmf_subsystem_add_listener", nqn, "-t", "tcp", "-a", "127.0.0.1", "-s", &port],
+        &["nvmf_subsystem_add_host", nqn, "nqn.2014-08.org.nvmexpress:uuid:h1"],
+        &[
+            "nvmf_subsystem_listener_set_ana_state",
+            nqn,
+            "-n",
+            "non_optimized",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port,
+        ],
+    ];
+    for step in steps {
+        let (ok, out) = run(step);
+        assert!(ok, "rpc.py {step:?}: {out}");
+    }
+    let (ok, out) = run(&["nvmf_get_subsystems"]);
+    assert!(
+        ok && out.contains(nqn)
+            && out.contains("Malloc0")
+            && out.contains("non_optimized")
+            && out.contains("uuid:h1"),
+        "{out}"
+    );
+    let (ok, out) = run(&["nvmf_subsystem_add_ns", "nqn.2016-06.io.spdk:nope", "Malloc0"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+    for step in [
+        &["nvmf_subsystem_remove_host", nqn, "nqn.2014-08.org.nvmexpress:uuid:h1"][..],
+        &["nvmf_delete_subsystem", nqn][..],
+    ] {
+        let (ok, out) = run(step);
+        assert!(ok, "rpc.py {step:?}: {out}");
+    }
 }
