@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{free_port, Daemon};
 
 const NQN: &str = "nqn.2026-11.io.ferrite:guest";
 const HOST: &str = "nqn.2026-11.io.ferrite:linux-guest";
@@ -27,10 +27,6 @@ fn guest_available() -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

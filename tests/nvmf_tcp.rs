@@ -8,17 +8,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::Daemon;
+use common::{free_port, Daemon};
 use ferrite::nvmf::host::{ok, Host, HostError};
 use ferrite::nvmf::spec::{AdminOpcode, Status, CNTLID_DYNAMIC};
 use ferrite::nvmf::tcp::pdu::Digests;
 
 const NQN: &str = "nqn.2026-11.io.ferrite:test";
 const HOST: &str = "nqn.2026-11.io.ferrite:host1";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Target {
     d: Daemon,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{free_port, Daemon};
 use ferrite::nvmf::host::{ok, Host};
 use ferrite::nvmf::tcp::pdu::Digests;
 use ferrite::replication::format::Superblock;
@@ -20,10 +20,6 @@ use serde_json::json;
 
 const NQN: &str = "nqn.2026-11.io.ferrite:vol0";
 const HOST: &str = "nqn.2026-11.io.ferrite:h";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn bunker(dir: &std::path::Path, port: u16) -> Daemon {
     let cfg = format!(
@@ -37,25 +33,11 @@ fn bunker(dir: &std::path::Path, port: u16) -> Daemon {
 }
 
 fn primary(dir: &std::path::Path, bport: u16, nport: u16, on_loss: &str) -> Daemon {
-    let cfg = format!(
-        "[reactor]\ncores = [0, 1]\n[memory]\nbuf_count = 512\n\
-         [[bdev]]\ntype = \"uring\"\nname = \"Data\"\nfilename = \"{d}/data.img\"\ncreate_size_mb = 16\nblock_size = 512\n\
-         [[bdev]]\ntype = \"uring\"\nname = \"Log\"\nfilename = \"{d}/primary.log\"\ncreate_size_mb = 64\nblock_size = 512\n",
-        d = dir.display()
-    );
-    let d = Daemon::start(&cfg);
-    let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
-                   "bunker": format!("127.0.0.1:{bport}"), "on_bunker_loss": on_loss});
-    // On a restart the volume is back already (examine found its log); else create it.
-    if d.rpc("volume_get_volumes", None).unwrap().as_array().unwrap().is_empty() {
-        d.rpc("volume_create", Some(v)).unwrap();
+    let log = dir.join("primary.log");
+    if !log.exists() {
+        std::fs::write(&log, vec![0u8; 64 << 20]).unwrap();
     }
-    d.rpc("nvmf_create_transport", Some(json!({"trtype": "TCP"}))).unwrap();
-    d.rpc("nvmf_create_subsystem", Some(json!({"nqn": NQN, "allow_any_host": true}))).unwrap();
-    d.rpc("nvmf_subsystem_add_ns", Some(json!({"nqn": NQN, "namespace": {"bdev_name": "vol0"}}))).unwrap();
-    let la = json!({"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": nport.to_string()});
-    d.rpc("nvmf_subsystem_add_listener", Some(json!({"nqn": NQN, "listen_address": la}))).unwrap();
-    d
+    primary_with_log(dir, log.to_str().unwrap(), bport, nport, on_loss)
 }
 
 fn connect(nport: u16) -> (Host, Host) {
@@ -177,7 +159,7 @@ fn bunker_loss_follows_policy_and_bunker_catches_up() {
     drop(b2);
 }
 
-fn primary_with_log(dir: &std::path::Path, log_path: &str, bport: u16, nport: u16) -> Daemon {
+fn primary_with_log(dir: &std::path::Path, log_path: &str, bport: u16, nport: u16, on_loss: &str) -> Daemon {
     let cfg = format!(
         "[reactor]\ncores = [0, 1]\n[memory]\nbuf_count = 512\n\
          [[bdev]]\ntype = \"uring\"\nname = \"Data\"\nfilename = \"{d}/data.img\"\ncreate_size_mb = 16\nblock_size = 512\n\
@@ -186,7 +168,7 @@ fn primary_with_log(dir: &std::path::Path, log_path: &str, bport: u16, nport: u1
     );
     let d = Daemon::start(&cfg);
     let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
-                   "bunker": format!("127.0.0.1:{bport}"), "on_bunker_loss": "local-only"});
+                   "bunker": format!("127.0.0.1:{bport}"), "on_bunker_loss": on_loss});
     // On a restart the volume is back already (examine found its log); else create it.
     if d.rpc("volume_get_volumes", None).unwrap().as_array().unwrap().is_empty() {
         d.rpc("volume_create", Some(v)).unwrap();
@@ -230,7 +212,7 @@ fn kill_loop(log_path: &str, iterations: u32) {
     let outcomes: Outcomes = Default::default();
     let mut rng = ferrite::rng::Rng::new(0xC0FFEE);
     for iter in 0..iterations {
-        let mut p = primary_with_log(dir.path(), log_path, bport, nport);
+        let mut p = primary_with_log(dir.path(), log_path, bport, nport, "local-only");
         let (admin, mut check) = connect(nport);
         for (&lba, (acked, unacked)) in outcomes.lock().unwrap().iter() {
             let (cqe, data) = check.read(1, lba, 8, 512).unwrap();

@@ -16,6 +16,11 @@ pub struct Daemon {
     pub socket: PathBuf,
 }
 
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// The ferrite binary built for these tests.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferrite")

@@ -7,6 +7,26 @@ pub mod uring;
 
 use super::BdevError;
 
+/// Implements the identity half of [`Bdev`](crate::bdev::Bdev) (name, block size, blocks,
+/// UUID) from a `geo: Geometry` field.
+macro_rules! geometry_accessors {
+    () => {
+        fn name(&self) -> &str {
+            &self.geo.name
+        }
+        fn block_size(&self) -> u32 {
+            self.geo.block_size
+        }
+        fn num_blocks(&self) -> u64 {
+            self.geo.num_blocks
+        }
+        fn uuid(&self) -> [u8; 16] {
+            *self.geo.uuid.as_bytes()
+        }
+    };
+}
+pub(crate) use geometry_accessors;
+
 /// What every backend is described by.
 #[derive(Debug, Clone)]
 pub struct Geometry {

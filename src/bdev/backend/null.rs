@@ -20,20 +20,9 @@ impl NullBdev {
 }
 
 impl Bdev for NullBdev {
-    fn name(&self) -> &str {
-        &self.geo.name
-    }
+    super::geometry_accessors!();
     fn product_name(&self) -> &'static str {
         "Null disk"
-    }
-    fn block_size(&self) -> u32 {
-        self.geo.block_size
-    }
-    fn num_blocks(&self) -> u64 {
-        self.geo.num_blocks
-    }
-    fn uuid(&self) -> [u8; 16] {
-        *self.geo.uuid.as_bytes()
     }
     fn volatile_write_cache(&self) -> bool {
         false
