@@ -94,6 +94,8 @@ pub struct Connection {
     watching: bool,
     closing_since: Option<Nanos>,
     close_reason: String,
+    /// A C2HTermReq was queued: nothing may follow it on the wire.
+    pub(super) sealed: bool,
 }
 
 impl Connection {
@@ -135,6 +137,7 @@ impl Connection {
             watching: false,
             closing_since: None,
             close_reason: String::new(),
+            sealed: false,
         })
     }
 
@@ -166,7 +169,10 @@ impl Connection {
     /// Sends a C2HTermReq and closes (a fatal transport error).
     pub(super) fn term_req(&mut self, fes: Fes, fei: u32, offending: &[u8], why: String) {
         tracing::warn!(peer = %self.peer, fes = ?fes, fei, why, "terminating connection");
-        TermReq { fes: fes as u16, fei }.encode_c2h(offending).append_pdu(&mut self.out, &[]);
+        if !self.sealed {
+            TermReq { fes: fes as u16, fei }.encode_c2h(offending).append_pdu(&mut self.out, &[]);
+            self.sealed = true;
+        }
         self.begin_close(why);
     }
 

@@ -122,7 +122,9 @@ pub(super) fn advance(conn: &mut Connection, cx: &mut PollCtx<'_>, idx: u16) {
     let r = conn.reqs.get(idx);
     if direction(&r.sqe) == 1 && r.received < r.xfer_len {
         let r2t = R2t { cccid: r.sqe.cid, ttag: idx, r2to: 0, r2tl: r.xfer_len };
-        r2t.encode(conn.digests.hdgst).append_pdu(&mut conn.out, &[]);
+        if !conn.sealed {
+            r2t.encode(conn.digests.hdgst).append_pdu(&mut conn.out, &[]);
+        }
         return conn.reqs.set_state(idx, ReqState::AwaitingH2C);
     }
     execute(conn, cx, idx);
