@@ -246,6 +246,9 @@ pub(super) fn respond(
     dw1: u32,
     data: Option<&[u8]>,
 ) {
+    if conn.sealed {
+        return;
+    }
     let dg: Digests = conn.digests;
     if let Some(data) = data.filter(|d| !d.is_empty()) {
         let success = conn.sqflow_off && conn.transport.c2h_success && status.is_success();
