@@ -109,6 +109,14 @@ pub fn check_transport(app: &App, t: &TransportSection) -> Result<(), SetupError
             app.pool.buf_size()
         )));
     }
+    let admin_icd = crate::nvmf::tcp::conn::ADMIN_ICD as usize;
+    if app.pool.buf_size() < admin_icd.max(t.in_capsule_data_size as usize) {
+        return Err(SetupError::Invalid(format!(
+            "the DMA buffer size {} must hold the in-capsule data ({} bytes on I/O queues, {admin_icd} on the admin queue)",
+            app.pool.buf_size(),
+            t.in_capsule_data_size
+        )));
+    }
     if t.in_capsule_data_size % 16 != 0 || t.in_capsule_data_size > 65536 {
         return Err(SetupError::Invalid(format!(
             "in_capsule_data_size {} must be a multiple of 16 up to 65536",

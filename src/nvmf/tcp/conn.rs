@@ -29,6 +29,8 @@ pub const ADMIN_ICD: u32 = 8192;
 pub const MAXH2CDATA: u32 = 128 * 1024;
 /// PDUs handled per poll, so one busy connection cannot starve its reactor.
 const PDUS_PER_POLL: usize = 64;
+/// Output queued beyond this stops the connection from taking new PDUs until the host reads.
+const MAX_PENDING_OUTPUT: usize = 2 << 20;
 /// How long a closing connection tries to deliver its last bytes.
 const CLOSE_GRACE: Nanos = 1000 * NS_PER_MS;
 
@@ -363,7 +365,8 @@ impl Poller for Connection {
         if self.phase != Phase::Closing {
             self.check_liveness(cx.now);
         }
-        if self.phase != Phase::Closing {
+        // Back-pressure: a host that does not read its responses gets no new commands taken.
+        if self.phase != Phase::Closing && self.out.len() - self.opos < MAX_PENDING_OUTPUT {
             work |= self.receive(cx);
         }
         work |= super::exec::progress(self, cx);

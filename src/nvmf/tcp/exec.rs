@@ -46,7 +46,8 @@ fn plan(conn: &Connection, sqe: &Sqe, in_capsule: usize) -> Result<Plan, Status>
             if offset != 0 {
                 return Err(Status::SGL_OFFSET_INVALID.with_dnr());
             }
-            if length > icd || length as usize != in_capsule {
+            let fits = length <= icd && length as usize <= conn.target.pool.buf_size();
+            if !fits || length as usize != in_capsule {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr());
             }
             Ok(Plan::HostData { len: length, in_capsule: true })

@@ -10,18 +10,14 @@
 
 use ferrite::nvmf::spec::{AdminOpcode, ConnectData, FabricsType};
 use ferrite::nvmf::tcp::pdu::{
-    decode_header, header_len_hint, offending_header, verify_ddgst, DecodeParams, Pdu, PduHeader,
-    Role, TermReq,
+    decode_header, header_len_hint, offending_header, verify_ddgst, DecodeParams, Pdu, PduHeader, Role,
+    TermReq,
 };
 use libfuzzer_sys::fuzz_target;
 
 fn params(cfg: &[u8]) -> DecodeParams {
     DecodeParams {
-        receiver: if cfg[0] & 1 == 0 {
-            Role::Controller
-        } else {
-            Role::Host
-        },
+        receiver: if cfg[0] & 1 == 0 { Role::Controller } else { Role::Host },
         hdgst: cfg[0] & 2 != 0,
         ddgst: cfg[0] & 4 != 0,
         pda: cfg[1] & 0x1F,
