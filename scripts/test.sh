@@ -28,5 +28,6 @@ cargo test --workspace -- --test-threads=2
 if [ -z "${SKIP_GUEST:-}" ]; then
   step "Linux guest tests (nvme-tcp initiator in qemu)"
   FERRITE_GUEST=1 cargo test --test guest -- --test-threads=1 --nocapture
+  FERRITE_GUEST=1 cargo test --test perf_initiator guest -- --test-threads=1 --nocapture
 fi
 step "all tests passed"

@@ -13,25 +13,9 @@ use common::{free_port, Daemon};
 const NQN: &str = "nqn.2026-11.io.ferrite:guest";
 const HOST: &str = "nqn.2026-11.io.ferrite:linux-guest";
 
-fn guest_available() -> Result<(), String> {
-    if std::env::var_os("FERRITE_GUEST").is_none() {
-        return Err("set FERRITE_GUEST=1 to boot the Linux guest (scripts/test.sh does)".into());
-    }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(format!("{root}/scripts/guest/probe.sh"))
-        .env("GUEST_PROBE_BUILT", "1")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-}
-
 #[test]
 fn linux_initiator_end_to_end() {
-    if let Err(why) = guest_available() {
+    if let Err(why) = common::guest_available() {
         eprintln!("skipping: {why} (scripts/install-deps.sh builds the guest)");
         return;
     }

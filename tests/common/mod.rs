@@ -21,6 +21,24 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether the Linux guest may be booted: `FERRITE_GUEST=1` (scripts/test.sh sets it) and a
+/// built harness; else why not.
+pub fn guest_available() -> Result<(), String> {
+    if std::env::var_os("FERRITE_GUEST").is_none() {
+        return Err("set FERRITE_GUEST=1 to boot the Linux guest (scripts/test.sh does)".into());
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/scripts/guest/probe.sh"))
+        .env("GUEST_PROBE_BUILT", "1")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
 /// The ferrite binary built for these tests.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferrite")

@@ -186,7 +186,11 @@ impl Connection {
     }
 
     fn receive(&mut self, cx: &mut PollCtx<'_>) -> bool {
-        if self.rpos > 0 {
+        // Move the partial PDU to the front only when the space behind it runs short (the
+        // buffer holds two of the largest PDUs), not on every read.
+        if self.rpos == self.rend {
+            (self.rpos, self.rend) = (0, 0);
+        } else if self.inbuf.len() - self.rend < self.decode.max_plen as usize {
             self.inbuf.copy_within(self.rpos..self.rend, 0);
             self.rend -= self.rpos;
             self.rpos = 0;
