@@ -176,7 +176,7 @@ impl BdevJob {
         self.started = Some(cx.now);
         self.measure_from = cx.now + warmup;
         for fd in self.channel.wake_fds() {
-            if cx.watch_fd(fd).is_ok() {
+            if cx.watch_eventfd(fd).is_ok() {
                 self.watching.push(fd);
             }
         }

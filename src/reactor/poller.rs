@@ -111,6 +111,12 @@ impl PollCtx<'_> {
         self.services.epoll.add(fd, fd as u64)
     }
 
+    /// Wakes this reactor when the eventfd `fd` is notified (edge-triggered: the owner need not
+    /// drain it). Use for bdev channels' completion eventfds.
+    pub fn watch_eventfd(&mut self, fd: RawFd) -> io::Result<()> {
+        self.services.epoll.add_edge(fd, fd as u64)
+    }
+
     /// Stops watching `fd`; call before closing it.
     pub fn unwatch_fd(&mut self, fd: RawFd) {
         self.services.epoll.remove(fd);

@@ -216,7 +216,7 @@ impl BunkerConn {
             st.durable_end
         };
         for fd in ch.wake_fds() {
-            if cx.watch_fd(fd).is_ok() {
+            if cx.watch_eventfd(fd).is_ok() {
                 self.watching.push(fd);
             }
         }

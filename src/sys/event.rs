@@ -77,6 +77,18 @@ impl Epoll {
         Ok(())
     }
 
+    /// Watches an eventfd edge-triggered: every new notify wakes the waiter once, and the
+    /// counter never needs draining (no read syscall on the polling path).
+    pub fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: token };
+        // SAFETY: `ev` is a live epoll_event; the kernel copies it.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Stops watching `fd` (errors ignored: the fd may already be closed).
     pub fn remove(&self, fd: RawFd) {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
@@ -118,5 +130,21 @@ mod tests {
         assert_eq!(t, vec![42]);
         assert!(ev.drain());
         assert!(!ev.drain());
+    }
+
+    #[test]
+    fn edge_triggered_eventfd_fires_on_every_notify_without_draining() {
+        let ep = Epoll::new().unwrap();
+        let ev = EventFd::new().unwrap();
+        ep.add_edge(ev.as_raw_fd(), 7).unwrap();
+        let mut t = Vec::new();
+        for _ in 0..3 {
+            ev.notify();
+            ep.wait(100, &mut t).unwrap();
+            assert_eq!(t, vec![7]);
+            t.clear();
+            ep.wait(0, &mut t).unwrap();
+            assert!(t.is_empty(), "no new edge without a new notify");
+        }
     }
 }

@@ -252,9 +252,6 @@ impl BackendChannel for UringChannel {
             self.ring.completion().enable_eventfd();
             return self.reap(out);
         }
-        if self.in_flight() > 0 {
-            self.eventfd.drain();
-        }
         0
     }
 

@@ -70,7 +70,7 @@ impl NsCache {
             Status::NAMESPACE_NOT_READY
         });
         for fd in channel.as_ref().map(Channel::wake_fds).unwrap_or_default() {
-            if cx.watch_fd(fd).is_ok() {
+            if cx.watch_eventfd(fd).is_ok() {
                 self.watched.push(fd);
             }
         }

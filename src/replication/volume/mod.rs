@@ -259,7 +259,6 @@ impl BackendChannel for VolChannel {
         out.append(&mut self.done);
         n += self.data.poll(out);
         if self.handed_over > 0 {
-            self.notify.drain();
             while let Some(c) = self.replies.pop() {
                 self.handed_over -= 1;
                 out.push(c);

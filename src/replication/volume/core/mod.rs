@@ -170,7 +170,7 @@ impl VolumeCore {
     fn watch(&mut self, cx: &mut PollCtx<'_>) {
         if self.watched.is_empty() {
             for fd in self.log_ch.wake_fds().into_iter().chain(self.data_ch.wake_fds()) {
-                if cx.watch_fd(fd).is_ok() {
+                if cx.watch_eventfd(fd).is_ok() {
                     self.watched.push(fd);
                 }
             }
