@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use crate::reactor::{Message, PollCtx, PollStatus, Poller};
 
-/// Builds the poller for an accepted connection (run on the chosen reactor).
-pub type MakeConn = Arc<dyn Fn(TcpStream, SocketAddr) -> Option<Box<dyn Poller>> + Send + Sync>;
+/// Builds the poller for an accepted connection from (stream, peer, local address); run on the
+/// chosen reactor.
+pub type MakeConn = Arc<dyn Fn(TcpStream, SocketAddr, SocketAddr) -> Option<Box<dyn Poller>> + Send + Sync>;
 
 /// Accepts connections on one address.
 pub struct Acceptor {
     name: String,
     listener: TcpListener,
+    local: SocketAddr,
     stop: Arc<AtomicBool>,
     make: MakeConn,
     next: usize,
@@ -35,6 +37,7 @@ impl Acceptor {
         Ok(Acceptor {
             name: format!("{label}_accept_{local}"),
             listener,
+            local,
             stop,
             make,
             next: 0,
@@ -61,9 +64,9 @@ impl Poller for Acceptor {
             accepted = true;
             let reactor = self.next % cx.reactor_count();
             self.next += 1;
-            let make = self.make.clone();
+            let (make, local) = (self.make.clone(), self.local);
             let spawn = move |cx: &mut PollCtx<'_>| {
-                if let Some(p) = make(stream, peer) {
+                if let Some(p) = make(stream, peer, local) {
                     cx.spawn(p);
                 }
             };

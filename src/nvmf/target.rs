@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::config::TransportSection;
 use super::ctrlr::Ctrlr;
 use super::subsystem::{AnaState, Listener, Subsystem, SubsystemError, SubsystemKind};
-use super::tcp::listener::Acceptor;
 use super::DISCOVERY_NQN;
 use crate::reactor::{Message, ReactorHandle};
 use crate::sys::DmaPool;
@@ -222,7 +221,7 @@ impl Target {
             return Ok(());
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let acceptor = Acceptor::bind(addr, self.clone(), stop.clone())
+        let acceptor = super::tcp::listener::bind(addr, self.clone(), stop.clone())
             .map_err(|source| TargetError::Listen { addr, source })?;
         let reactor = self.reactors.first().expect("a target has reactors");
         reactor

@@ -45,14 +45,15 @@ pub fn listen(app: &Arc<App>, addr: SocketAddr) -> Result<(), String> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (bunkers, pool) = (app.bunkers.clone(), app.pool.clone());
-    let make: MakeConn =
-        Arc::new(move |stream, peer| match BunkerConn::new(stream, peer, bunkers.clone(), pool.clone()) {
+    let make: MakeConn = Arc::new(move |stream, peer, _local| {
+        match BunkerConn::new(stream, peer, bunkers.clone(), pool.clone()) {
             Ok(c) => Some(Box::new(c)),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "replication connection setup failed");
                 None
             }
-        });
+        }
+    });
     let acceptor = Acceptor::bind(addr, stop.clone(), "replication", make)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     app.runtime.handles()[0]
