@@ -160,6 +160,7 @@ impl Poller for VolumeCore {
         let mut work = self.on_link(now);
         work |= self.intake(cx.precise_now());
         work |= self.reap();
+        work |= self.resend();
         work |= self.finish_ready(cx.precise_now());
         self.advance();
         work |= self.catch_up_step();

@@ -41,11 +41,12 @@ impl VolumeCore {
         let exhausted = "DMA pool exhausted with a log reservation held: size the pool for MAX_INFLIGHT";
         let entry = self.build_entry(&req, kind, res.lsn, sectors).expect(exhausted);
         let pad = res.pad.map(|(l, n)| self.pad_entry(l, n).expect(exhausted));
+        let (mut sent, mut pad_sent) = (self.link.is_none(), self.link.is_none() || pad.is_none());
         if let Some(link) = self.link.as_mut() {
             if let (Some((plsn, _)), Some(p)) = (res.pad, pad.as_ref()) {
-                link.write_at(plsn, p.as_slice());
+                pad_sent = link.write_at(plsn, p.as_slice());
             }
-            link.write_at(res.lsn, entry.as_slice());
+            sent = pad_sent && link.write_at(res.lsn, entry.as_slice());
         }
         self.issue_log(slot, K_LOG, res.lsn, entry);
         if let (Some((plsn, _)), Some(p)) = (res.pad, pad.as_ref()) {
@@ -59,7 +60,8 @@ impl VolumeCore {
 
             res,
             entry: None,
-            resend: false,
+            sent,
+            pad_sent,
             pad_local: pad.is_none(),
             pad_bunker: pad.is_none(),
             pad,
@@ -138,11 +140,6 @@ impl VolumeCore {
             K_LOG => {
                 s.local = true;
                 s.entry = c.buf;
-                if std::mem::take(&mut s.resend) {
-                    if let (Some(link), Some(e)) = (self.link.as_mut(), s.entry.as_ref()) {
-                        link.write_at(s.res.lsn, e.as_slice());
-                    }
-                }
                 self.issue_volume(slot);
             }
             K_PAD => s.pad_local = true,
@@ -165,6 +162,11 @@ impl VolumeCore {
                 continue;
             }
             let s = self.slots[i].take().expect("ready slot");
+            if !(s.sent && s.pad_sent) {
+                // Answered without reaching the bunker (local-only, or the link down): the
+                // bunker gets it from the local log.
+                self.catch_up = Some(self.catch_up.map_or(self.bunker_end, |c| c.min(self.bunker_end)));
+            }
             if let Some((plsn, pn)) = s.res.pad {
                 self.shared.log.finish(plsn, pn);
             }
@@ -177,6 +179,30 @@ impl VolumeCore {
             }
             s.req.notify.notify();
             work = true;
+        }
+        work
+    }
+
+    /// Sends to the bunker what could not be queued earlier (link down or send queue full).
+    pub(super) fn resend(&mut self) -> bool {
+        let Some(link) = self.link.as_mut() else { return false };
+        if link.state() != LinkState::Up {
+            return false;
+        }
+        let mut work = false;
+        for s in self.slots.iter_mut().flatten() {
+            if !s.pad_sent {
+                if let (Some((plsn, _)), Some(p)) = (s.res.pad, s.pad.as_ref()) {
+                    s.pad_sent = link.write_at(plsn, p.as_slice());
+                    work |= s.pad_sent;
+                }
+            }
+            if s.pad_sent && !s.sent {
+                if let Some(e) = s.entry.as_ref() {
+                    s.sent = link.write_at(s.res.lsn, e.as_slice());
+                    work |= s.sent;
+                }
+            }
         }
         work
     }
@@ -223,17 +249,9 @@ impl VolumeCore {
         self.bunker_end = durable_end.max(head);
         self.bunker_acked.retain(|&l, _| l >= self.bunker_end);
         let oldest_live = self.slots.iter().flatten().map(|s| s.res.pad.map_or(s.res.lsn, |p| p.0)).min();
-        let link = self.link.as_mut().expect("link");
         for s in self.slots.iter_mut().flatten() {
-            if let (Some((plsn, _)), Some(p)) = (s.res.pad, s.pad.as_ref()) {
-                link.write_at(plsn, p.as_slice());
-            }
-            match s.entry.as_ref() {
-                Some(e) => {
-                    link.write_at(s.res.lsn, e.as_slice());
-                }
-                None => s.resend = true,
-            }
+            s.sent = false;
+            s.pad_sent = s.pad.is_none();
         }
         let until = oldest_live.unwrap_or(self.shared.log.tail());
         self.catch_up = (self.bunker_end < until).then_some(self.bunker_end);

@@ -43,8 +43,10 @@ struct Inflight {
     res: Reservation,
     /// The entry bytes (absent while the log write holds them).
     entry: Option<DmaBuf>,
-    /// Send the entry to the bunker again when it comes back from the log write.
-    resend: bool,
+    /// The entry reached the bunker link's send queue.
+    sent: bool,
+    /// The pad (if any) reached the bunker link's send queue.
+    pad_sent: bool,
     pad: Option<DmaBuf>,
     local: bool,
     pad_local: bool,
@@ -223,9 +225,12 @@ impl VolumeCore {
         Some(buf)
     }
 
+    /// The whole pad (header and zeroed sectors), so the bunker holds every sector the pad
+    /// reserves and its contiguous end can pass it.
     fn pad_entry(&self, lsn: u64, sectors: u32) -> Option<DmaBuf> {
         let mut buf = self.pool.alloc()?;
-        buf.set_len(self.geo.sector as usize);
+        buf.set_len(sectors as usize * self.geo.sector as usize);
+        buf.as_mut_slice().fill(0);
         let h = EntryHeader {
             kind: EntryKind::Pad,
             lsn,
@@ -236,7 +241,8 @@ impl VolumeCore {
             sectors,
             data_crc: 0,
         };
-        h.encode(buf.as_mut_slice());
+        let s = self.geo.sector as usize;
+        h.encode(&mut buf.as_mut_slice()[..s]);
         Some(buf)
     }
 }
