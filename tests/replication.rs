@@ -40,6 +40,20 @@ fn primary(dir: &std::path::Path, bport: u16, nport: u16, on_loss: &str) -> Daem
     primary_with_log(dir, log.to_str().unwrap(), bport, nport, on_loss)
 }
 
+/// The volume's published status.
+fn status(p: &Daemon) -> serde_json::Value {
+    p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"].clone()
+}
+
+/// A bunker and a primary whose link to it is up.
+fn linked_pair(dir: &std::path::Path, on_loss: &str) -> (Daemon, Daemon, u16, u16) {
+    let (bport, nport) = (free_port(), free_port());
+    let b = bunker(dir, bport);
+    let p = primary(dir, bport, nport, on_loss);
+    wait_for("bunker link up", || status(&p)["bunker_link"] == "up");
+    (b, p, bport, nport)
+}
+
 fn connect(nport: u16) -> (Host, Host) {
     let addr: SocketAddr = format!("127.0.0.1:{nport}").parse().unwrap();
     let admin = Host::admin_queue(addr, NQN, HOST, 0, Digests::NONE).unwrap();
@@ -80,14 +94,8 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn bunker_copy_matches_and_primary_crash_loses_nothing() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (bport, nport) = (free_port(), free_port());
-    let b = bunker(dir.path(), bport);
-    let p = primary(dir.path(), bport, nport, "local-only");
-    wait_for("bunker link up", || {
-        p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"]["bunker_link"] == "up"
-    });
-    let start =
-        p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"]["tail"].as_u64().unwrap();
+    let (b, p, bport, nport) = linked_pair(dir.path(), "local-only");
+    let start = status(&p)["tail"].as_u64().unwrap();
     let (_admin, mut io) = connect(nport);
     let mut acked = std::collections::BTreeMap::new();
     for gen in 0..300u64 {
@@ -133,12 +141,7 @@ fn bunker_copy_matches_and_primary_crash_loses_nothing() {
 #[test]
 fn bunker_loss_follows_policy_and_bunker_catches_up() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (bport, nport) = (free_port(), free_port());
-    let b = bunker(dir.path(), bport);
-    let p = primary(dir.path(), bport, nport, "local-only");
-    wait_for("bunker link up", || {
-        p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"]["bunker_link"] == "up"
-    });
+    let (b, p, bport, nport) = linked_pair(dir.path(), "local-only");
     let (_admin, mut io) = connect(nport);
     for gen in 0..20u64 {
         ok(&io.write(1, gen * 8, &block(gen * 8, gen), 512, 8192).unwrap()).unwrap();
@@ -148,12 +151,10 @@ fn bunker_loss_follows_policy_and_bunker_catches_up() {
     for gen in 20..60u64 {
         ok(&io.write(1, gen * 8, &block(gen * 8, gen), 512, 8192).unwrap()).unwrap();
     }
-    wait_for("alarm", || {
-        !p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"]["alarm"].is_null()
-    });
+    wait_for("alarm", || !status(&p)["alarm"].is_null());
     let b2 = bunker(dir.path(), bport);
     wait_for("bunker catch-up", || {
-        let st = &p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"];
+        let st = &status(&p);
         st["bunker_link"] == "up" && st["bunker_durable"] == st["committed"] && st["alarm"].is_null()
     });
     drop(b2);
@@ -304,10 +305,7 @@ fn overlapping_writes_from_several_queues_complete() {
         (0..4u64).any(|t| (0..50).any(|i| data == block(64, t * 1000 + i))),
         "the block holds a torn mix"
     );
-    wait_for("200 writes counted", || {
-        p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"]["writes"].as_u64()
-            >= Some(200)
-    });
+    wait_for("200 writes counted", || status(&p)["writes"].as_u64() >= Some(200));
 }
 
 /// After a restart, re-creating the bdevs (here from the config file) brings the volume back by
@@ -358,7 +356,7 @@ fn log_wraps_many_times_with_the_bunker_keeping_up() {
     assert_eq!(report["errors"], 0, "{report}");
     assert!(report["verify_failures"].as_array().unwrap().is_empty(), "{report}");
     wait_for("bunker at the committed position", || {
-        let st = &p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"];
+        let st = &status(&p);
         st["bunker_durable"].as_u64() >= st["committed"].as_u64() && st["writes"].as_u64() >= Some(17_000)
     });
 }

@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::spec::{
-    AdminOpcode, ConnectCmd, ConnectData, Cqe, FabricsType, IoOpcode, PropertyGet, PropertySet,
-    SglDescriptor, Sqe, Status, CNTLID_DYNAMIC,
+    AdminOpcode, ConnectCmd, ConnectData, Cqe, IoOpcode, PropertyGet, PropertySet, SglDescriptor, Sqe,
+    Status, CNTLID_DYNAMIC,
 };
 use super::tcp::pdu::{self, DecodeParams, Digests, H2CData, IcReq, Pdu, PduHeader, Role};
 
@@ -292,13 +292,6 @@ impl Host {
             ..Sqe::default()
         };
         self.command(sqe, &[], blocks as usize * bs, 0)
-    }
-
-    /// The fabrics opcode helper for raw tests.
-    pub fn fabrics_sqe(fctype: FabricsType) -> Sqe {
-        let mut s = Sqe::default();
-        s.set_fabrics(fctype);
-        s
     }
 }
 

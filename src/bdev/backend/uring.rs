@@ -127,7 +127,6 @@ impl Bdev for UringBdev {
 
 struct UringChannel {
     ring: IoUring,
-    fd: RawFd,
     eventfd: EventFd,
     block_size: u64,
     pool: DmaPool,
@@ -149,7 +148,6 @@ impl UringChannel {
         sub.register_eventfd(eventfd.as_raw_fd()).map_err(os_err("registering the eventfd".into()))?;
         Ok(UringChannel {
             ring,
-            fd: bdev.file.as_raw_fd(),
             eventfd,
             block_size: u64::from(bdev.geo.block_size),
             pool: bdev.pool.clone(),
@@ -274,6 +272,5 @@ impl Drop for UringChannel {
             }
             self.reap(&mut sink);
         }
-        let _ = self.fd;
     }
 }

@@ -210,10 +210,11 @@ pub(super) fn h2c_data(
 pub(super) fn progress(conn: &mut Connection, cx: &mut PollCtx<'_>) -> bool {
     let mut work = false;
     if conn.reqs.count(ReqState::Waiting) > 0 {
-        let waiting: Vec<u16> = conn.reqs.in_state(ReqState::Waiting).collect();
-        for idx in waiting {
-            advance(conn, cx, idx);
-            work |= conn.reqs.get(idx).state != ReqState::Waiting;
+        for idx in 0..conn.reqs.len() {
+            if conn.reqs.get(idx).state == ReqState::Waiting {
+                advance(conn, cx, idx);
+                work |= conn.reqs.get(idx).state != ReqState::Waiting;
+            }
         }
     }
     work |= super::io::reap(conn);

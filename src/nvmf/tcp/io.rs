@@ -18,8 +18,7 @@ pub(super) fn check(
     plan: Plan,
 ) -> Result<(), Status> {
     let Qpair::Io { ctrlr, .. } = &conn.qp else { unreachable!("I/O check on a non-I/O queue") };
-    let subsys = ctrlr.subsys.clone();
-    conn.ns.refresh(cx, &subsys, conn.local);
+    conn.ns.refresh(cx, &ctrlr.subsys, conn.local);
     if !conn.ns.path.is_success() {
         return Err(conn.ns.path);
     }

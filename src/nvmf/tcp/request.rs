@@ -169,14 +169,19 @@ impl Requests {
         self.slots.get_mut(usize::from(idx)).filter(|r| r.state == state)
     }
 
-    /// Slots in `state`.
-    pub fn in_state(&self, state: ReqState) -> impl Iterator<Item = u16> + '_ {
-        self.slots.iter().enumerate().filter(move |(_, r)| r.state == state).map(|(i, _)| i as u16)
-    }
-
     /// Requests now in `state`.
     pub fn count(&self, state: ReqState) -> usize {
         self.occupancy[state.index()]
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> u16 {
+        self.slots.len() as u16
+    }
+
+    /// Whether there are no slots at all.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     /// Slots in use.
