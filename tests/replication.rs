@@ -182,68 +182,77 @@ fn primary_with_log(dir: &std::path::Path, log_path: &str, bport: u16, nport: u1
     d
 }
 
-/// Per LBA: the last acknowledged generation, and the unacknowledged writes issued after it
-/// (any of which may legally have reached the log before a kill).
-type Outcomes = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, (Option<u64>, Vec<u64>)>>>;
-
-fn writer(nport: u16, cntlid: u16, region: u64, seed: u64, outcomes: Outcomes) {
-    let addr: SocketAddr = format!("127.0.0.1:{nport}").parse().unwrap();
-    let Ok(mut io) = Host::connect(addr, Digests::NONE) else { return };
-    if !io.fabrics_connect(1 + region as u16, 63, NQN, HOST, cntlid, 0).is_ok_and(|c| c.status.is_success()) {
-        return;
-    }
-    let mut rng = ferrite::rng::Rng::new(seed);
-    for _ in 0..100_000 {
-        let lba = region * 4096 + rng.below(512) * 8;
-        let gen = rng.next_u64() >> 16;
-        outcomes.lock().unwrap().entry(lba).or_default().1.push(gen);
-        match io.write(1, lba, &block(lba, gen), 512, 8192) {
-            Ok(c) if c.status.is_success() => {
-                outcomes.lock().unwrap().insert(lba, (Some(gen), Vec::new()));
-            }
-            _ => return,
-        }
-    }
+fn trid(nport: u16) -> String {
+    format!("trtype:tcp traddr:127.0.0.1 trsvcid:{nport} subnqn:{NQN} hostnqn:{HOST}")
 }
 
+/// `ferrite perf --check-ack-log LOG` against the primary: every acknowledged write is there.
+fn check_ack_log(nport: u16, log: &std::path::Path, iter: u32) {
+    let out = std::process::Command::new(common::bin())
+        .args(["perf", "--check-ack-log", log.to_str().unwrap(), "-r", &trid(nport), "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "iteration {iter}: acknowledged writes lost:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(v["blocks_exact"].as_u64().unwrap_or(0) + v["blocks_newer"].as_u64().unwrap_or(0) > 0, "{v}");
+}
+
+/// `ferrite perf --verify --ack-log LOG` on two queues, 4 KiB random writes, until the target dies.
+fn start_perf(nport: u16, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(common::bin())
+        .args(["perf", "-r", &trid(nport), "-c", "0,1", "-q", "16", "-o", "4096", "-w", "randwrite"])
+        .args(["-t", "60", "--verify", "--ack-log"])
+        .arg(log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Each iteration: restart the primary (recovery), check the previous run's ack log, start a
+/// new verified run, SIGKILL the primary at a random moment, and let perf notice.
 fn kill_loop(log_path: &str, iterations: u32) {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let (bport, nport) = (free_port(), free_port());
     let _b = bunker(dir.path(), bport);
-    let outcomes: Outcomes = Default::default();
     let mut rng = ferrite::rng::Rng::new(0xC0FFEE);
+    let mut last_start: Option<Instant> = None;
     for iter in 0..iterations {
         let mut p = primary_with_log(dir.path(), log_path, bport, nport, "local-only");
-        let (admin, mut check) = connect(nport);
-        for (&lba, (acked, unacked)) in outcomes.lock().unwrap().iter() {
-            let (cqe, data) = check.read(1, lba, 8, 512).unwrap();
-            ok(&cqe).unwrap();
-            let fits = |g: &u64| data == block(lba, *g);
-            assert!(acked.iter().any(fits) || unacked.iter().any(fits) || (acked.is_none() && data == vec![0; 4096]),
-                "iteration {iter}: LBA {lba} lost its acknowledged write {acked:?} (unacknowledged since: {unacked:?})");
+        let log = dir.path().join(format!("ack-{iter}.log"));
+        if iter > 0 {
+            check_ack_log(nport, &dir.path().join(format!("ack-{}.log", iter - 1)), iter);
         }
-        let threads: Vec<_> = (0..3u64)
-            .map(|t| {
-                let o = outcomes.clone();
-                let seed = rng.next_u64();
-                let cntlid = admin.cntlid;
-                std::thread::spawn(move || writer(nport, cntlid, t, seed, o))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
+        // Run ids are Unix seconds: keep runs at least a second apart.
+        if let Some(t) = last_start {
+            std::thread::sleep(Duration::from_millis(1100).saturating_sub(t.elapsed()));
+        }
+        last_start = Some(Instant::now());
+        let perf = start_perf(nport, &log);
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
         p.child.kill().unwrap();
         p.child.wait().unwrap();
-        for t in threads {
-            t.join().unwrap();
-        }
-        drop((admin, check));
+        let out = perf.wait_with_output().unwrap();
+        assert!(!out.status.success(), "perf must fail when its target dies");
+        let records = (std::fs::metadata(&log).unwrap().len().saturating_sub(64)) / 32;
+        assert!(
+            records > 0,
+            "iteration {iter}: nothing acknowledged: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let acked = outcomes.lock().unwrap().values().filter(|v| v.0.is_some()).count();
-    assert!(acked > 100, "the loop acknowledged only {acked} writes");
+    let p = primary_with_log(dir.path(), log_path, bport, nport, "local-only");
+    check_ack_log(nport, &dir.path().join(format!("ack-{}.log", iterations - 1)), iterations);
+    drop(p);
 }
 
-/// SIGKILL the primary at random moments with writes in flight on three queues; after every
-/// restart, every acknowledged write is still there (20 kills).
+/// SIGKILL the primary at random moments while `ferrite perf --verify --ack-log` writes on two
+/// queues; after every restart `--check-ack-log` finds every acknowledged write (20 kills).
 #[test]
 fn primary_sigkill_loop_on_a_file_log() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
