@@ -7,14 +7,19 @@
 #      the target core, for a malloc and a uring bdev;
 #   2. a ferrite target pinned to TARGET_CORE exporting a malloc bdev (nsid 1) and a uring bdev
 #      on a file (nsid 2), driven by `ferrite perf -r` pinned to PERF_CORE over loopback.
+#   3. the replicated change log on the same uring bdev: the namespace is removed, then a
+#      `local-only` volume and a `bunker-sync` volume (bunker: a second `ferrite serve` on
+#      PERF_CORE, log on its own file) are exported in turn, 4 KiB random write QD1 and QD32.
 # Rows: 4 KiB random read and write at QD1 and QD32, 128 KiB sequential write at QD8, each
 # BENCH_TIME seconds after a 1 s warm-up. Prints a markdown table (IOPS, MiB/s, p50, p99,
-# p99.9, p99.99 in µs) and the ratio of the QD1 p50 to the ping-pong p50.
+# p99.9, p99.99 in µs), the ratio of the QD1 p50 to the ping-pong p50, and the change-log
+# ratios against plain (bars: bunker-sync QD1 p50 <= 1.3x plain, QD32 IOPS >= 0.8x plain).
 #
 # Knobs: BENCH_TIME (seconds per run, 4), BENCH_TARGET_CORE (0), BENCH_PERF_CORE (1),
 #        BENCH_MALLOC_MB (256), BENCH_URING_MB (512), BENCH_DIR (scratch dir, /var/tmp),
 #        BENCH_JSON (also write all rows as JSON there), BENCH_PERF_FLAGS (extra perf flags,
-#        e.g. --busy-poll), CARGO_TARGET_DIR (as cargo).
+#        e.g. --busy-poll), BENCH_LOG_BLOCK (change-log bdev block size, 4096),
+#        BENCH_REPL (0 skips phase 3), CARGO_TARGET_DIR (as cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +29,13 @@ PCORE=${BENCH_PERF_CORE:-1}
 MALLOC_MB=${BENCH_MALLOC_MB:-256}
 URING_MB=${BENCH_URING_MB:-512}
 PERF_FLAGS=${BENCH_PERF_FLAGS:-}
+LOG_BLOCK=${BENCH_LOG_BLOCK:-4096}
+REPL=${BENCH_REPL:-1}
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ferrite-bench.XXXXXX")
 TPID=
+BPID=
 cleanup() {
-  if [ -n "$TPID" ]; then kill "$TPID" 2>/dev/null || true; wait "$TPID" 2>/dev/null || true; fi
+  for pid in $TPID $BPID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -41,14 +49,19 @@ BIN=${CARGO_TARGET_DIR:-target}/release/ferrite
 
 say "laying out $WORK/uring.img ($URING_MB MiB)"
 dd if=/dev/zero of="$WORK/uring.img" bs=1M count="$URING_MB" oflag=direct status=none
+if [ "$REPL" = 1 ]; then
+  for f in local.log bunker-sync.log bunker.log; do
+    dd if=/dev/zero of="$WORK/$f" bs=1M count=256 oflag=direct status=none
+  done
+fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 NQN=nqn.2026-11.io.ferrite:bench
 bdevs() {
   cat <<TOML
 [memory]
-buf_size = 131072
-buf_count = 256
+buf_size = 135168
+buf_count = 512
 [[bdev]]
 type = "malloc"
 name = "Malloc0"
@@ -59,6 +72,16 @@ type = "uring"
 name = "Uring0"
 filename = "$WORK/uring.img"
 block_size = 4096
+[[bdev]]
+type = "uring"
+name = "LogLocal"
+filename = "$WORK/local.log"
+block_size = $LOG_BLOCK
+[[bdev]]
+type = "uring"
+name = "LogBunkerSync"
+filename = "$WORK/bunker-sync.log"
+block_size = $LOG_BLOCK
 TOML
 }
 { printf '[reactor]\ncores = [%s]\n[rpc]\nsocket = "%s/inproc.sock"\n' "$TCORE" "$WORK"; bdevs; } > "$WORK/inproc.toml"
@@ -133,6 +156,54 @@ for ns in 1 2; do
   done
 done
 
+# rpc SOCKET METHOD JSON
+rpc() { "$BIN" --rpc-socket "$1" rpc "$2" "$3" > /dev/null; }
+if [ "$REPL" = 1 ]; then
+  BPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$WORK/bunker.toml" <<TOML
+[reactor]
+cores = [$PCORE]
+[rpc]
+socket = "$WORK/bunker.sock"
+[[bdev]]
+type = "uring"
+name = "BunkerLog"
+filename = "$WORK/bunker.log"
+block_size = $LOG_BLOCK
+TOML
+  say "starting the bunker on core $PCORE (127.0.0.1:$BPORT)"
+  taskset -c "$PCORE" "$BIN" serve --config "$WORK/bunker.toml" > "$WORK/bunker.log.txt" 2>&1 &
+  BPID=$!
+  for _ in $(seq 100); do [ -S "$WORK/bunker.sock" ] && break; sleep 0.1; done
+  rpc "$WORK/bunker.sock" replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}"
+  rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-sync", "log_bdev": "BunkerLog"}'
+  rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
+  for mode in local-only bunker-sync; do
+    vol=bench-$mode
+    log=$([ "$mode" = local-only ] && echo LogLocal || echo LogBunkerSync)
+    extra=$([ "$mode" = bunker-sync ] && echo ", \"bunker\": \"127.0.0.1:$BPORT\"" || true)
+    rpc "$WORK/target.sock" volume_create \
+      "{\"name\": \"$vol\", \"data_bdev\": \"Uring0\", \"log_bdev\": \"$log\", \"mode\": \"$mode\"$extra}"
+    for _ in $(seq 100); do
+      "$BIN" --rpc-socket "$WORK/target.sock" rpc volume_status "{\"name\": \"$vol\"}" |
+        grep -q '"bunker_link": "\(up\|none\)"' && break
+      sleep 0.1
+    done
+    rpc "$WORK/target.sock" nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 2}}"
+    for row in "randwrite 1 4096" "randwrite 32 4096"; do
+      # shellcheck disable=SC2086 # split the row into its fields
+      set -- $row
+      say "NVMe/TCP change log $mode $(label "$@")"
+      # shellcheck disable=SC2086 # PERF_FLAGS is a word list
+      "$BIN" perf -r "$TRID" --nsid 2 -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
+        --json > "$WORK/r.json" 2>"$WORK/perf.err" || { cat "$WORK/perf.err" >&2; exit 1; }
+      record "ferrite NVMe/TCP, uring bdev + change log, $mode" "$(label "$@")" "$WORK/r.json"
+    done
+    rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
+    rpc "$WORK/target.sock" volume_delete "{\"name\": \"$vol\"}"
+  done
+fi
+
 [ -z "${BENCH_JSON:-}" ] || cp "$WORK/rows.jsonl" "$BENCH_JSON"
 say "done in $(($(date +%s) - START)) s"
 python3 - "$WORK/rows.jsonl" "$TIME" "$(nproc)" <<'PY'
@@ -152,4 +223,16 @@ for r in rows:
         base = pp.get("4096 B round trip")
         print(f"- {r['setup']}, {r['workload']}: p50 {r['p50']:.1f} µs = "
               f"{r['p50'] / base:.2f}x the 4 KiB ping-pong, {r['p50'] / pp['64 B round trip']:.2f}x the 64 B one")
+plain = {r["workload"]: r for r in rows if r["setup"] == "ferrite NVMe/TCP, uring bdev"}
+for r in rows:
+    if "change log" not in r["setup"]:
+        continue
+    p = plain[r["workload"]]
+    line = (f"- {r['setup'].split(', ')[-1]}, {r['workload']}: p50 {r['p50'] / p['p50']:.2f}x plain, "
+            f"IOPS {r['iops'] / p['iops']:.2f}x plain")
+    if "bunker-sync" in r["setup"]:
+        bar = "p50 <= 1.3x" if "QD1" in r["workload"] else "IOPS >= 0.8x"
+        ok = r["p50"] <= 1.3 * p["p50"] if "QD1" in r["workload"] else r["iops"] >= 0.8 * p["iops"]
+        line += f" (bar {bar}: {'met' if ok else 'NOT met'})"
+    print(line)
 PY

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh — what ferrite's test suite needs on a fresh Debian machine that has only
-# Rust, gcc, python3 and git: fio (baseline benchmarks), SPDK's rpc.py (PyPI `spdk`, in a venv)
+# Rust, gcc, python3 and git: fio (baseline benchmarks), iproute2 (network namespaces for the
+# multi-node tests), util-linux (losetup), SPDK's rpc.py (PyPI `spdk`, in a venv)
 # and the Linux guest harness (qemu, a Debian kernel, nvme-cli, fio; scripts/guest/build.sh).
 # Idempotent. Knobs: FERRITE_VENV (default /var/tmp/ferrite-venv), SKIP_GUEST=1.
 set -euo pipefail
@@ -22,7 +23,7 @@ apt_install() {
   return 1
 }
 
-apt_install fio python3-venv
+apt_install fio python3-venv iproute2 util-linux
 if [ ! -x "$VENV/bin/spdk-rpc" ]; then
   echo "install-deps: pip install spdk (rpc.py) into $VENV" >&2
   python3 -m venv "$VENV"

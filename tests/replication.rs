@@ -361,7 +361,8 @@ fn log_wraps_many_times_with_the_bunker_keeping_up() {
     let p = primary_with_log(dir.path(), log.to_str().unwrap(), bport, nport, "local-only");
     let w = json!({"bdev": "vol0", "queue_depth": 32, "io_size": 4096, "pattern": "randrw",
                    "read_percent": 30, "time_s": 0.0, "io_count": 25000, "verify": true});
-    let report = p.rpc("bdev_perf", Some(w)).unwrap();
+    let report = p.rpc("bdev_perf", Some(w));
+    let report = report.unwrap_or_else(|e| panic!("{e:?}; status {}\n{}", status(&p), p.log()));
     assert_eq!(report["errors"], 0, "{report}");
     assert!(report["verify_failures"].as_array().unwrap().is_empty(), "{report}");
     wait_for("bunker at the committed position", || {

@@ -5,6 +5,7 @@
 mod bdev;
 mod nvmf;
 mod perf;
+mod proxy;
 mod serve;
 mod volume;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Reactors,
     /// Load generator.
     Perf(perf::PerfArgs),
+    /// TCP fault proxy for tests: delay, bandwidth limit, stall and partition on a control port.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -83,6 +86,7 @@ pub fn main() -> i32 {
         Command::Bunker(cmd) => volume::run_bunker(&cli.rpc_socket, cmd),
         Command::Reactors => call(&cli.rpc_socket, "reactor_stats", None).map(|v| print_json(&v)),
         Command::Perf(args) => perf::run(&cli.rpc_socket, args),
+        Command::Proxy(args) => proxy::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -5,6 +5,7 @@
 
 pub mod acceptor;
 pub mod framed;
+pub mod proxy;
 pub mod tcp;
 
 use crate::reactor::Nanos;

@@ -2,6 +2,8 @@
 //! config and socket, call it over JSON-RPC, stop it.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,6 +54,11 @@ impl Daemon {
 
     /// As `start`, with extra `serve` flags.
     pub fn start_with(config: &str, flags: &[&str]) -> Daemon {
+        Daemon::start_prefixed(&[], config, flags)
+    }
+
+    /// As `start_with`, run under a prefix command (e.g. `ip netns exec NS`).
+    pub fn start_prefixed(prefix: &[&str], config: &str, flags: &[&str]) -> Daemon {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let socket = dir.path().join("ferrite.sock");
         let text = config.replace("@DIR@", dir.path().to_str().unwrap());
@@ -59,7 +66,15 @@ impl Daemon {
         let cfg = dir.path().join("ferrite.toml");
         std::fs::write(&cfg, text).unwrap();
         let log = std::fs::File::create(dir.path().join("ferrite.log")).unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&cfg)

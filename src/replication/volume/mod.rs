@@ -2,9 +2,11 @@
 //!
 //! Every write, write-zeroes and deallocate becomes a change-log entry, written to the local
 //! log (durable: FUA) and mirrored to the bunker at the same time; the volume block is written
-//! only once the local log entry is durable; the host is answered when the local copy, the
-//! bunker copy (per mode) and the volume write are all done. Reads go straight to the data
-//! bdev from the reactor that asks (an acknowledged write is already on the volume).
+//! only once the local log entry is durable; the host is answered as soon as the local copy and
+//! the bunker copy (per mode) are durable, while the volume write may still be in flight. Reads
+//! go straight to the data bdev from the reactor that asks, unless they touch blocks whose
+//! volume write is not done ([`pending`]): those go to the home reactor, which issues them once
+//! the blocks have landed.
 //!
 //! Writes are sequenced on the volume's home reactor ([`core`]): channels on other reactors
 //! hand their writes over through a bounded lock-free queue and get completions back through
@@ -14,6 +16,7 @@
 
 mod core;
 pub mod open;
+pub mod pending;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,6 +27,7 @@ use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
 pub use self::core::VolumeCore;
+use self::pending::PendingRanges;
 use super::log::ChangeLog;
 use crate::bdev::{BackendChannel, Bdev, BdevError, BdevIo, Channel, IoCompletion, IoStatus, IoType};
 use crate::reactor::Mailbox;
@@ -122,6 +126,8 @@ pub struct VolumeShared {
     pub log: Arc<ChangeLog>,
     /// Writes waiting for the home reactor.
     pub requests: ArrayQueue<VolReq>,
+    /// Blocks written but not yet on the data bdev (reads of them go through home).
+    pub pending: PendingRanges,
     home: Arc<Mailbox>,
     /// Published by the home reactor.
     pub status: Mutex<VolumeStatus>,
@@ -141,6 +147,7 @@ impl VolumeShared {
             uuid,
             log,
             requests: ArrayQueue::new(REQUEST_QUEUE),
+            pending: PendingRanges::new(MAX_INFLIGHT),
             home,
             status: Mutex::new(VolumeStatus::default()),
             stopped: AtomicBool::new(false),
@@ -228,13 +235,17 @@ struct VolChannel {
 impl BackendChannel for VolChannel {
     fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
         match io.ty {
-            IoType::Read => self.data.submit(io),
+            IoType::Read if !self.shared.pending.overlaps(io.offset_blocks, io.num_blocks) => {
+                self.data.submit(io)
+            }
             // Every acknowledged write is durable in the log already.
             IoType::Flush => {
                 self.done.push(IoCompletion::of(io, IoStatus::Success));
                 Ok(())
             }
-            _ if self.shared.stopped.load(Ordering::Acquire) => {
+            IoType::Write | IoType::WriteZeroes | IoType::Unmap
+                if self.shared.stopped.load(Ordering::Acquire) =>
+            {
                 self.shared.refused.fetch_add(1, Ordering::Relaxed);
                 self.done.push(IoCompletion::of(io, IoStatus::Aborted));
                 Ok(())

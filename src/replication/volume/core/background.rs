@@ -162,11 +162,13 @@ impl Poller for VolumeCore {
         work |= self.reap();
         work |= self.resend();
         work |= self.finish_ready(cx.precise_now());
+        work |= self.serve_reads();
         self.advance();
         work |= self.catch_up_step();
         work |= self.maybe_checkpoint(now);
         self.publish(now);
-        if self.shared.stopped.load(Ordering::Acquire) && self.slots.iter().all(Option::is_none) && !work {
+        let idle = self.slots.iter().all(Option::is_none) && self.read_slots.iter().all(Option::is_none);
+        if self.shared.stopped.load(Ordering::Acquire) && idle && !work {
             self.fail_waiting();
             if self.shared.deleted.load(Ordering::Acquire) {
                 for fd in self.watched.drain(..).chain(self.link_fd.take()) {

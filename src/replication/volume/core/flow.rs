@@ -3,11 +3,12 @@
 use super::*;
 
 impl VolumeCore {
-    /// Starts queued writes while there are free slots, log space and no overlap.
+    /// Starts queued writes while there are free slots, log space and no overlap; reads handed
+    /// over go to their own queue.
     pub(super) fn intake(&mut self, now: Nanos) -> bool {
         let mut work = false;
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
-            let Some(req) = self.waiting.pop_front().or_else(|| self.shared.requests.pop()) else { break };
+            let Some(req) = self.next_write() else { break };
             let busy =
                 self.slots.iter().flatten().any(|s| s.overlaps(req.io.offset_blocks, req.io.num_blocks));
             if busy {
@@ -22,10 +23,67 @@ impl VolumeCore {
         // Keep order: anything behind a blocked write waits behind it.
         if !self.waiting.is_empty() {
             while let Some(req) = self.shared.requests.pop() {
-                self.waiting.push_back(req);
+                self.sort_request(req);
             }
         }
         work
+    }
+
+    /// The next write to start, parking any handed-over reads met on the way.
+    fn next_write(&mut self) -> Option<VolReq> {
+        if let Some(req) = self.waiting.pop_front() {
+            return Some(req);
+        }
+        while let Some(req) = self.shared.requests.pop() {
+            if req.io.ty != IoType::Read {
+                return Some(req);
+            }
+            self.reads.push_back(req);
+        }
+        None
+    }
+
+    fn sort_request(&mut self, req: VolReq) {
+        if req.io.ty == IoType::Read {
+            self.reads.push_back(req);
+        } else {
+            self.waiting.push_back(req);
+        }
+    }
+
+    /// Issues handed-over reads, in order, once no live slot still has their blocks in flight
+    /// to the data bdev.
+    pub(super) fn serve_reads(&mut self) -> bool {
+        let mut work = false;
+        while let Some(front) = self.reads.front() {
+            let (lba, n) = (front.io.offset_blocks, front.io.num_blocks);
+            if self.slots.iter().flatten().any(|s| !s.volume && s.overlaps(lba, n)) {
+                break;
+            }
+            let Some(idx) = self.read_slots.iter().position(Option::is_none) else { break };
+            let mut req = self.reads.pop_front().expect("front read");
+            let io = BdevIo {
+                ty: IoType::Read,
+                offset_blocks: lba,
+                num_blocks: n,
+                buf: req.io.buf.take(),
+                fua: false,
+                tag: tag(idx, K_READ),
+            };
+            if let Err(io) = self.data_ch.submit(io) {
+                req.io.buf = io.buf;
+                self.reads.push_front(req);
+                break;
+            }
+            self.read_slots[idx] = Some(req);
+            work = true;
+        }
+        work
+    }
+
+    fn on_read(&mut self, idx: usize, c: IoCompletion) {
+        let req = self.read_slots[idx].take().expect("completion for a live read");
+        reply(&req, IoCompletion { tag: req.io.tag, status: c.status, buf: c.buf });
     }
 
     /// Reserves, builds and issues one write; false (request parked) when it must wait.
@@ -38,6 +96,7 @@ impl VolumeCore {
                 return false;
             }
         };
+        self.shared.pending.set(slot, req.io.offset_blocks, req.io.num_blocks);
         let exhausted = "DMA pool exhausted with a log reservation held: size the pool for MAX_INFLIGHT";
         let entry = self.build_entry(&req, kind, res.lsn, sectors).expect(exhausted);
         let pad = res.pad.map(|(l, n)| self.pad_entry(l, n).expect(exhausted));
@@ -55,9 +114,10 @@ impl VolumeCore {
             copy.as_mut_slice().copy_from_slice(p.as_slice());
             self.issue_log(slot, K_PAD, plsn, copy);
         }
+        let len = req.io.buf.as_ref().map(|b| b.len());
         let f = Inflight {
             req,
-
+            len,
             res,
             entry: None,
             sent,
@@ -68,6 +128,8 @@ impl VolumeCore {
             local: false,
             volume: false,
             bunker: false,
+            answered: false,
+            applied: true,
             status: IoStatus::Success,
             started: now,
         };
@@ -101,8 +163,21 @@ impl VolumeCore {
         };
         if let Err(io) = self.data_ch.submit(io) {
             s.req.io.buf = io.buf;
-            s.status = IoStatus::IoError(libc::EAGAIN);
-            s.volume = true;
+            self.volume_failed(slot, IoStatus::IoError(libc::EAGAIN));
+        }
+    }
+
+    /// A volume write failed: the entry stays unapplied in the log (recovery re-applies it) and
+    /// the volume stops taking writes, since the host may have its answer already.
+    fn volume_failed(&mut self, slot: usize, status: IoStatus) {
+        tracing::error!(volume = self.shared.name, %status, "volume write failed: the volume stops taking writes; the change log keeps the entry");
+        self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
+        self.shared.pending.clear(slot);
+        let s = self.slots[slot].as_mut().expect("live slot");
+        s.volume = true;
+        s.applied = false;
+        if !s.answered {
+            s.status = status;
         }
     }
 
@@ -124,10 +199,12 @@ impl VolumeCore {
         match kind {
             K_FLUSH | K_SUPER => return self.on_checkpoint(kind, c.status),
             K_CATCHUP => return self.on_catch_up_read(c),
+            K_READ => return self.on_read(slot, c),
+            K_VOLUME if !c.status.is_success() => return self.volume_failed(slot, c.status),
             _ => {}
         }
         let s = self.slots[slot].as_mut().expect("completion for a live slot");
-        if !c.status.is_success() {
+        if !c.status.is_success() && !s.answered {
             s.status = c.status;
         }
         match kind {
@@ -136,6 +213,8 @@ impl VolumeCore {
                 self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
                 s.local = true;
                 s.volume = true;
+                s.applied = false;
+                self.shared.pending.clear(slot);
             }
             K_LOG => {
                 s.local = true;
@@ -146,41 +225,72 @@ impl VolumeCore {
             K_VOLUME => {
                 s.volume = true;
                 s.req.io.buf = c.buf;
+                self.shared.pending.clear(slot);
             }
             _ => unreachable!("unknown tag kind {kind}"),
         }
     }
 
-    /// Answers writes whose every copy is done, and records them in the log.
+    /// Answers writes whose log copies are durable (per mode), and retires those whose volume
+    /// write is done too.
     pub(super) fn finish_ready(&mut self, now: Nanos) -> bool {
         let mut work = false;
         for i in 0..self.slots.len() {
-            let ready = self.slots[i]
-                .as_ref()
-                .is_some_and(|s| s.local && s.pad_local && s.volume && self.bunker_ok(s));
-            if !ready {
-                continue;
+            let Some(s) = self.slots[i].as_ref() else { continue };
+            if !s.answered && s.local && s.pad_local && self.bunker_ok(s) {
+                work |= self.answer(i, now);
             }
-            let s = self.slots[i].take().expect("ready slot");
-            if !(s.sent && s.pad_sent) {
-                // Answered without reaching the bunker (local-only, or the link down): the
-                // bunker gets it from the local log.
-                self.catch_up = Some(self.catch_up.map_or(self.bunker_end, |c| c.min(self.bunker_end)));
+            if self.slots[i].as_ref().is_some_and(|s| s.answered && s.volume) {
+                self.retire(i);
+                work = true;
             }
-            if let Some((plsn, pn)) = s.res.pad {
-                self.shared.log.finish(plsn, pn);
-            }
-            self.shared.log.finish(s.res.lsn, s.res.sectors);
-            let _ = self.latency.record(now.saturating_sub(s.started).max(1) / 1000);
-            self.writes += 1;
-            let c = IoCompletion { tag: s.req.io.tag, status: s.status, buf: s.req.io.buf };
-            if s.req.reply.push(c).is_err() {
-                panic!("volume reply queue overflow: channels bound their hand-overs");
-            }
-            s.req.notify.notify();
-            work = true;
         }
         work
+    }
+
+    /// Answers the host; false when no buffer can be handed back yet (it then waits for the
+    /// volume write to return the host's own).
+    fn answer(&mut self, slot: usize, now: Nanos) -> bool {
+        let Some(buf) = self.reply_buf(slot) else { return false };
+        let s = self.slots[slot].as_mut().expect("live slot");
+        s.answered = true;
+        let c = IoCompletion { tag: s.req.io.tag, status: s.status, buf };
+        let _ = self.latency.record(now.saturating_sub(s.started).max(1) / 1000);
+        self.writes += 1;
+        reply(&s.req, c);
+        true
+    }
+
+    /// A completion hands a buffer of the request's length back: the host's own once the
+    /// volume write returned it, else the sent entry's or a fresh one (a write's answer carries
+    /// no data). `Some(None)` for requests without a buffer.
+    fn reply_buf(&mut self, slot: usize) -> Option<Option<DmaBuf>> {
+        let s = self.slots[slot].as_mut().expect("live slot");
+        let Some(len) = s.len else { return Some(None) };
+        if s.volume {
+            return Some(s.req.io.buf.take());
+        }
+        let spare = if s.sent && s.pad_sent { s.entry.take() } else { None };
+        let mut buf = spare.or_else(|| self.pool.alloc())?;
+        buf.set_len(len);
+        Some(Some(buf))
+    }
+
+    /// Frees a slot: its entry may now count as applied (unless its volume write failed).
+    fn retire(&mut self, slot: usize) {
+        let s = self.slots[slot].take().expect("retired slot");
+        if !(s.sent && s.pad_sent) {
+            // Answered without reaching the bunker (local-only, or the link down): the bunker
+            // gets it from the local log.
+            self.catch_up = Some(self.catch_up.map_or(self.bunker_end, |c| c.min(self.bunker_end)));
+        }
+        if !s.applied {
+            return;
+        }
+        if let Some((plsn, pn)) = s.res.pad {
+            self.shared.log.finish(plsn, pn);
+        }
+        self.shared.log.finish(s.res.lsn, s.res.sectors);
     }
 
     /// Sends to the bunker what could not be queued earlier (link down or send queue full).
@@ -274,4 +384,12 @@ impl VolumeCore {
             self.bunker_end += u64::from(n);
         }
     }
+}
+
+/// Hands a completion back to the channel that asked.
+fn reply(req: &VolReq, c: IoCompletion) {
+    if req.reply.push(c).is_err() {
+        panic!("volume reply queue overflow: channels bound their hand-overs");
+    }
+    req.notify.notify();
 }

@@ -2,9 +2,11 @@
 //! change log, mirrors them to the bunker, applies them to the volume once the local entry is
 //! durable, answers the host, checkpoints, and catches the bunker up after an outage.
 //!
-//! Per write: `reserve → {local log write (FUA) ‖ bunker write} → local durable → volume write →
-//! (bunker acked, per mode) → finish + answer`. Overlapping writes wait until the earlier one is
-//! answered, so the volume sees them in log order.
+//! Per write: `reserve → {local log write (FUA) ‖ bunker write} → local durable → volume write`;
+//! the host is answered once the local entry and (per mode) the bunker copy are durable, and the
+//! slot is retired (log `finish`, so `applied` may pass it) once the volume write is done too.
+//! Overlapping writes wait until the earlier one is retired, so the volume sees them in log
+//! order; reads of blocks held by a live slot are handed here and wait for it the same way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ const K_VOLUME: u64 = 2;
 const K_FLUSH: u64 = 3;
 const K_SUPER: u64 = 4;
 const K_CATCHUP: u64 = 5;
+const K_READ: u64 = 6;
 const CHECKPOINT_EVERY: Nanos = 500 * NS_PER_MS;
 const STATUS_EVERY: Nanos = 100 * NS_PER_MS;
 
@@ -39,7 +42,8 @@ fn tag(slot: usize, kind: u64) -> u64 {
 
 struct Inflight {
     req: VolReq,
-
+    /// The request's buffer length, if it has one.
+    len: Option<usize>,
     res: Reservation,
     /// The entry bytes (absent while the log write holds them).
     entry: Option<DmaBuf>,
@@ -53,6 +57,11 @@ struct Inflight {
     volume: bool,
     bunker: bool,
     pad_bunker: bool,
+    /// The host has its answer (the volume write may still be running).
+    answered: bool,
+    /// The volume write is expected to succeed; false once the log or volume write failed, so
+    /// the entry is never counted as applied.
+    applied: bool,
     status: IoStatus,
     started: Nanos,
 }
@@ -88,6 +97,10 @@ pub struct VolumeCore {
     catch_up_busy: bool,
     slots: Vec<Option<Inflight>>,
     waiting: VecDeque<VolReq>,
+    /// Reads handed over because they touch a live slot's blocks, in arrival order.
+    reads: VecDeque<VolReq>,
+    /// Reads issued to the data bdev from here: where to answer.
+    read_slots: Vec<Option<VolReq>>,
     checkpoint: Checkpoint,
     next_checkpoint: Nanos,
     next_status: Nanos,
@@ -143,6 +156,8 @@ impl VolumeCore {
             catch_up_busy: false,
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             waiting: VecDeque::new(),
+            reads: VecDeque::new(),
+            read_slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             checkpoint: Checkpoint::Idle,
             next_checkpoint: 0,
             next_status: 0,
