@@ -54,6 +54,8 @@ pub struct App {
     pub replication: crate::replication::manager::Replication,
     /// Bunker logs held for primaries.
     pub bunkers: Arc<crate::replication::bunker::Bunkers>,
+    /// Replica volumes this node holds.
+    pub secondaries: crate::replication::secondary::Secondaries,
     /// The configuration it started with.
     pub config: Config,
     shutdown: AtomicBool,
@@ -76,6 +78,7 @@ impl App {
             nvmf,
             replication: Default::default(),
             bunkers: Default::default(),
+            secondaries: Default::default(),
             config,
             shutdown: AtomicBool::new(false),
         });

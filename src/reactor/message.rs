@@ -41,6 +41,12 @@ impl Message {
 /// Capacity of the control-plane queue of each reactor.
 pub const CONTROL_QUEUE_CAPACITY: usize = 1024;
 
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
+}
+
 /// The shared part of a reactor's inbox.
 pub struct Mailbox {
     control: ArrayQueue<Message>,

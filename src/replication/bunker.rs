@@ -39,10 +39,36 @@ pub struct BunkerState {
     pub sector: u32,
     /// Ring geometry: sectors.
     pub ring_sectors: u64,
+    /// Secondary role: entries below this are applied to the replica volume.
+    pub applied: u64,
+    /// Secondary role: why applying stopped, if it did.
+    pub apply_error: Option<String>,
     #[serde(skip)]
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
     uuid_raw: [u8; 16],
+}
+
+impl BunkerState {
+    /// The state a staging log resumes with from its superblock (applied end included).
+    pub fn resumed(sb: &Superblock) -> BunkerState {
+        BunkerState {
+            uuid: uuid::Uuid::from_bytes(sb.volume_uuid).to_string(),
+            uuid_raw: sb.volume_uuid,
+            epoch: sb.epoch,
+            durable_end: sb.checkpoint_lsn,
+            head: sb.checkpoint_lsn,
+            applied: sb.checkpoint_lsn,
+            sector: sb.sector_size,
+            ring_sectors: sb.ring_sectors,
+            ..BunkerState::default()
+        }
+    }
+
+    /// The volume's UUID.
+    pub fn uuid_raw(&self) -> [u8; 16] {
+        self.uuid_raw
+    }
 }
 
 /// A volume's log held by this bunker.
@@ -52,6 +78,13 @@ pub struct BunkerVolume {
     pub name: String,
     /// The bdev holding the copy.
     pub log: Arc<dyn Bdev>,
+    /// A secondary's staging log (entries must arrive in order) rather than a bunker's.
+    pub staging: bool,
+    /// Staging role: the applier's reactor, rung when more of the log is durable.
+    pub waker: Mutex<Option<Arc<crate::reactor::Mailbox>>>,
+    /// Staging role: notified by the applier when the applied end moves (the connection
+    /// reports it to the primary).
+    pub applied_event: Option<crate::sys::event::EventFd>,
     /// State.
     pub state: Mutex<BunkerState>,
 }
@@ -65,15 +98,34 @@ pub struct Bunkers {
 impl Bunkers {
     /// Registers a volume's bunker log.
     pub fn create(&self, name: &str, log: Arc<dyn Bdev>) -> Result<(), String> {
+        self.create_as(name, log, false).map(|_| ())
+    }
+
+    /// Registers a volume's bunker log, or with `staging` a secondary's staging log.
+    pub fn create_as(
+        &self,
+        name: &str,
+        log: Arc<dyn Bdev>,
+        staging: bool,
+    ) -> Result<Arc<BunkerVolume>, String> {
         let mut v = self.volumes.lock().expect("bunkers lock");
         if v.contains_key(name) {
-            return Err(format!("bunker log for volume {name:?} already exists"));
+            return Err(format!("a bunker or staging log for volume {name:?} already exists"));
         }
-        v.insert(
-            name.into(),
-            Arc::new(BunkerVolume { name: name.into(), log, state: Mutex::new(BunkerState::default()) }),
-        );
-        Ok(())
+        let vol = Arc::new(BunkerVolume {
+            name: name.into(),
+            log,
+            staging,
+            waker: Mutex::new(None),
+            applied_event: if staging {
+                Some(crate::sys::event::EventFd::new().map_err(|e| format!("eventfd: {e}"))?)
+            } else {
+                None
+            },
+            state: Mutex::new(BunkerState::default()),
+        });
+        v.insert(name.into(), vol.clone());
+        Ok(vol)
     }
 
     /// Looks one up.
@@ -96,6 +148,8 @@ struct Attached {
     vol: Arc<BunkerVolume>,
     ch: Channel,
     geo: LogGeometry,
+    /// The epoch the peer attached with.
+    epoch: u64,
 }
 
 /// One primary's connection to this bunker.
@@ -109,6 +163,10 @@ pub struct BunkerConn {
     next_tag: u64,
     reads: VecDeque<(u64, u64)>,
     read_busy: bool,
+    /// Staging role: the LSN the next Write must start at (entries arrive in order).
+    next_lsn: u64,
+    /// Staging role: the applied end last reported to the primary.
+    applied_sent: u64,
     msgs: Vec<Msg>,
     done: Vec<IoCompletion>,
     closing: bool,
@@ -135,6 +193,8 @@ impl BunkerConn {
             next_tag: 0,
             reads: VecDeque::new(),
             read_busy: false,
+            next_lsn: 0,
+            applied_sent: 0,
             msgs: Vec::new(),
             done: Vec::new(),
             closing: false,
@@ -197,6 +257,7 @@ impl BunkerConn {
         let durable_end = {
             let mut st = vol.state.lock().expect("bunker state");
             if epoch < st.epoch {
+                self.framed.queue(&Msg::Fenced { epoch: st.epoch });
                 return Err(format!("stale epoch {epoch}: this volume is at epoch {}", st.epoch));
             }
             if st.uuid_raw != uuid {
@@ -213,16 +274,22 @@ impl BunkerConn {
             st.ring_sectors = ring;
             st.attached = true;
             st.durable_end = st.durable_end.max(head);
+            st.applied = st.applied.max(head);
             st.durable_end
         };
-        for fd in ch.wake_fds() {
+        self.next_lsn = durable_end;
+        let applied_fd = vol.applied_event.as_ref().map(|e| e.as_raw_fd());
+        for fd in ch.wake_fds().into_iter().chain(applied_fd) {
             if cx.watch_eventfd(fd).is_ok() {
                 self.watching.push(fd);
             }
         }
         let geo = LogGeometry { sector, ring_start: 2, ring_sectors: ring };
-        self.att = Some(Attached { vol, ch, geo });
-        self.write_superblock(uuid, epoch, head, volume);
+        let staging = vol.staging;
+        self.att = Some(Attached { vol, ch, geo, epoch });
+        if !staging {
+            self.write_superblock(uuid, epoch, head, volume);
+        }
         self.framed.queue(&Msg::HelloAck { durable_end });
         tracing::info!(volume, epoch, durable_end, "primary attached to bunker");
         Ok(())
@@ -273,6 +340,23 @@ impl BunkerConn {
         let sectors = (data.len() / sector) as u64;
         if sectors > a.geo.until_wrap(lsn) {
             return Err(format!("write at LSN {lsn} of {sectors} sectors crosses the end of the ring"));
+        }
+        let current = a.vol.state.lock().expect("bunker state").epoch;
+        if a.epoch < current {
+            self.framed.queue(&Msg::Fenced { epoch: current });
+            return Err(format!("stale epoch {}: this volume is at epoch {current} (failed over)", a.epoch));
+        }
+        if a.vol.staging {
+            if lsn != self.next_lsn {
+                return Err(format!("out of order: expected LSN {}, got {lsn}", self.next_lsn));
+            }
+            let applied = a.vol.state.lock().expect("bunker state").applied;
+            if lsn + sectors > applied + a.geo.ring_sectors {
+                return Err(format!(
+                    "write at LSN {lsn} would overwrite entries not yet applied (applied {applied})"
+                ));
+            }
+            self.next_lsn = lsn + sectors;
         }
         let mut buf = self.pool.alloc().ok_or("bunker out of DMA buffers")?;
         buf.set_len(data.len());
@@ -325,6 +409,9 @@ impl BunkerConn {
             }
         }
         self.framed.queue(&Msg::Ack { lsn, sectors });
+        if let Some(w) = a.vol.waker.lock().expect("waker").as_ref() {
+            w.ring_doorbell_if_sleeping();
+        }
     }
 
     fn read_step(&mut self) -> bool {
@@ -363,6 +450,18 @@ impl BunkerConn {
     }
 }
 
+impl BunkerConn {
+    /// Staging role: tells the primary how far the replica has applied.
+    fn report_applied(&mut self) {
+        let Some(a) = self.att.as_ref().filter(|a| a.vol.staging) else { return };
+        let applied = a.vol.state.lock().expect("bunker state").applied;
+        if applied > self.applied_sent {
+            self.applied_sent = applied;
+            self.framed.queue(&Msg::Applied { lsn: applied });
+        }
+    }
+}
+
 impl Poller for BunkerConn {
     fn name(&self) -> &str {
         &self.name
@@ -391,6 +490,7 @@ impl Poller for BunkerConn {
         self.msgs = msgs;
         work |= self.reap();
         work |= self.read_step();
+        self.report_applied();
         let flushed = self.framed.flush();
         work |= flushed.as_ref().is_ok_and(|w| *w);
         if self.closing && (self.framed.pending() == 0 || flushed.is_err()) && self.inflight.is_empty() {

@@ -214,6 +214,11 @@ pub struct VolumeSetup {
     pub on_bunker_loss: u8,
     /// Bunker address, empty for none.
     pub bunker: String,
+    /// Secondary address (asynchronous shipping), empty for none.
+    pub secondary: String,
+    /// The first LSN of this log when it was formatted (nothing was ever written if the tail
+    /// is still there).
+    pub origin_lsn: u64,
 }
 
 fn put_str(sector: &mut [u8], len_at: usize, at: usize, max: usize, v: &str) {
@@ -267,6 +272,8 @@ impl Superblock {
         sector[229] = self.setup.on_bunker_loss;
         put_str(sector, 230, 232, 128, &self.setup.data_bdev);
         put_str(sector, 231, 360, 64, &self.setup.bunker);
+        put_str(sector, 97, 424, 64, &self.setup.secondary);
+        put(sector, 488, &self.setup.origin_lsn.to_le_bytes());
         let crc = crc32c::crc32c(&sector[..SUPER_BYTES - 4]);
         put(sector, SUPER_BYTES - 4, &crc.to_le_bytes());
     }
@@ -304,6 +311,8 @@ impl Superblock {
                 mode: sector[228],
                 on_bunker_loss: sector[229],
                 bunker: get_str(sector, 231, 360, 64),
+                secondary: get_str(sector, 97, 424, 64),
+                origin_lsn: u64_at(sector, 488),
             },
         })
     }
@@ -353,6 +362,8 @@ mod tests {
                 mode: 1,
                 on_bunker_loss: 1,
                 bunker: "127.0.0.1:7700".into(),
+                secondary: "10.0.0.9:7701".into(),
+                origin_lsn: 1 << 30,
             },
         }
     }

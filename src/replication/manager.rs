@@ -97,13 +97,20 @@ pub fn create_volume(app: &Arc<App>, cfg: VolumeConfig) -> Result<Opened, String
 fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), String> {
     let handles = app.runtime.handles();
     let home = &handles[app.replication.volumes().len() % handles.len()];
-    let log = Arc::new(ChangeLog::new(opened.geo, opened.end, opened.end));
-    let shared = Arc::new(VolumeShared::new(&cfg.name, opened.sb.volume_uuid, log, home.mailbox().clone()));
+    let log = Arc::new(ChangeLog::new(opened.geo, opened.end, opened.sb.head_lsn.min(opened.end)));
+    let shared = Arc::new(VolumeShared::new(
+        &cfg.name,
+        opened.sb.volume_uuid,
+        log,
+        home.mailbox().clone(),
+        opened.sb.setup.origin_lsn,
+    ));
     let (c, s, sb, pool) = (cfg.clone(), shared.clone(), opened.sb.clone(), app.pool.clone());
     home.call(move |cx| {
         let log_ch = Channel::new(c.log.clone()).map_err(|e| e.to_string())?;
         let data_ch = Channel::new(c.data.clone()).map_err(|e| e.to_string())?;
-        let core = VolumeCore::new(s, pool, log_ch, data_ch, sb, c.mode, c.on_bunker_loss, c.bunker);
+        let core =
+            VolumeCore::new(s, pool, log_ch, data_ch, sb, c.mode, c.on_bunker_loss, c.bunker, c.secondary);
         cx.spawn(Box::new(core));
         Ok::<(), String>(())
     })
@@ -165,6 +172,8 @@ pub fn examine(app: &Arc<App>) -> Vec<String> {
                 super::volume::OnBunkerLoss::LocalOnly
             },
             force: false,
+            secondary: sb.setup.secondary.parse().ok(),
+            identity: None,
         };
         match create_volume(app, cfg) {
             Ok(o) => {

@@ -1,5 +1,6 @@
 //! Replication: the change log ([`log`], [`format`], [`recovery`]), replicated volumes
-//! ([`volume`]), the bunker role ([`bunker`]) and the wire protocol between nodes ([`wire`]).
+//! ([`volume`]), the bunker role ([`bunker`]), the secondary role and failover ([`secondary`]) and
+//! the wire protocol between nodes ([`wire`]).
 //!
 //! Words follow BRIEF.md: primary, bunker, secondary, change log, epoch; positions tail,
 //! committed (durable locally and on the bunker), applied, head.
@@ -9,5 +10,6 @@ pub mod format;
 pub mod log;
 pub mod manager;
 pub mod recovery;
+pub mod secondary;
 pub mod volume;
 pub mod wire;

@@ -36,8 +36,8 @@ pub struct Replay {
 pub struct ScanResult {
     /// Entries to replay, in LSN order.
     pub entries: Vec<Replay>,
-    /// Positions skipped as in-flight holes.
-    pub holes: Vec<u64>,
+    /// In-flight holes skipped: (LSN, sectors up to the next valid entry).
+    pub holes: Vec<(u64, u64)>,
     /// The end of the log: the next entry goes here.
     pub end: u64,
 }
@@ -114,7 +114,7 @@ pub fn scan(
             Found::Bad(why) => match next_valid(r, geo, pos, window)? {
                 Some(next) => {
                     first_hole.get_or_insert((pos, why));
-                    out.holes.push(pos);
+                    out.holes.push((pos, next - pos));
                     pos = next;
                 }
                 None => break,

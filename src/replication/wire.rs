@@ -76,6 +76,18 @@ pub enum Msg {
         /// Bytes.
         data: Vec<u8>,
     },
+    /// Secondary → primary: entries below `lsn` are applied to the replica volume (the
+    /// primary may trim them).
+    Applied {
+        /// Applied end.
+        lsn: u64,
+    },
+    /// The peer has seen a newer epoch: the sender of the stale one is fenced and must stop
+    /// serving the volume. The link closes after it.
+    Fenced {
+        /// The newer epoch.
+        epoch: u64,
+    },
     /// The peer refuses something; the link closes after it.
     Error {
         /// Why.
@@ -144,6 +156,8 @@ impl Msg {
             Msg::Read { .. } => 8,
             Msg::ReadData { .. } => 9,
             Msg::Error { .. } => 10,
+            Msg::Applied { .. } => 11,
+            Msg::Fenced { .. } => 12,
         }
     }
 
@@ -160,7 +174,9 @@ impl Msg {
             Msg::HelloAck { durable_end: v }
             | Msg::Trim { head: v }
             | Msg::Heartbeat { seq: v }
-            | Msg::HeartbeatAck { seq: v } => out.extend_from_slice(&v.to_le_bytes()),
+            | Msg::HeartbeatAck { seq: v }
+            | Msg::Applied { lsn: v }
+            | Msg::Fenced { epoch: v } => out.extend_from_slice(&v.to_le_bytes()),
             Msg::Write { lsn, data } | Msg::ReadData { lsn, data } => {
                 out.extend_from_slice(&lsn.to_le_bytes());
                 put_bytes(out, data);
@@ -223,6 +239,8 @@ impl Msg {
             "Read",
             "ReadData",
             "Error",
+            "Applied",
+            "Fenced",
         ];
         let what =
             names.get(usize::from(kind)).copied().filter(|n| !n.is_empty()).ok_or(WireError::Kind(kind))?;
@@ -244,7 +262,9 @@ impl Msg {
             7 => Msg::HeartbeatAck { seq: r.u64()? },
             8 => Msg::Read { from: r.u64()?, to: r.u64()? },
             9 => Msg::ReadData { lsn: r.u64()?, data: r.bytes()? },
-            _ => Msg::Error { message: String::from_utf8_lossy(&r.bytes()?).into_owned() },
+            10 => Msg::Error { message: String::from_utf8_lossy(&r.bytes()?).into_owned() },
+            11 => Msg::Applied { lsn: r.u64()? },
+            _ => Msg::Fenced { epoch: r.u64()? },
         })
     }
 }
@@ -268,6 +288,8 @@ mod tests {
             Msg::Write { lsn: 5, data: vec![1; 1024] },
             Msg::Ack { lsn: 5, sectors: 2 },
             Msg::Error { message: "no".into() },
+            Msg::Applied { lsn: 77 },
+            Msg::Fenced { epoch: 3 },
         ];
         let mut buf = Vec::new();
         for m in &msgs {

@@ -13,6 +13,7 @@ pub mod framework;
 pub mod nvmf;
 pub mod perf;
 pub mod replication;
+mod secondary;
 pub mod server;
 
 use std::sync::Arc;
@@ -112,6 +113,7 @@ pub fn methods() -> Vec<(&'static str, Handler)> {
     all.extend_from_slice(perf::METHODS);
     all.extend_from_slice(nvmf::METHODS);
     all.extend_from_slice(replication::METHODS);
+    all.extend_from_slice(secondary::METHODS);
     all
 }
 

@@ -102,6 +102,8 @@ fn volume_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
         bunker: p.bunker.as_deref().map(addr).transpose()?,
         on_bunker_loss: p.on_bunker_loss,
         force: p.force,
+        secondary: None,
+        identity: None,
     };
     let opened = manager::create_volume(app, cfg).map_err(RpcError::invalid)?;
     Ok(

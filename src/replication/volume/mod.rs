@@ -8,6 +8,10 @@
 //! volume write is not done ([`pending`]): those go to the home reactor, which issues them once
 //! the blocks have landed.
 //!
+//! Fencing: a volume with a bunker serves nothing after it starts until the bunker has
+//! confirmed its epoch (I/O waits on the home reactor); a peer that answers `Fenced` (it has
+//! seen a newer epoch: the volume was failed over) stops it for good, every I/O refused.
+//!
 //! Writes are sequenced on the volume's home reactor ([`core`]): channels on other reactors
 //! hand their writes over through a bounded lock-free queue and get completions back through
 //! their own bounded queue, so overlapping writes are ordered in one place and log order and
@@ -26,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
-pub use self::core::VolumeCore;
+pub use self::core::{ShipStatus, VolumeCore};
 use self::pending::PendingRanges;
 use super::log::ChangeLog;
 use crate::bdev::{BackendChannel, Bdev, BdevError, BdevIo, Channel, IoCompletion, IoStatus, IoType};
@@ -79,6 +83,9 @@ pub struct VolumeStatus {
     pub bunker: Option<String>,
     /// Bunker link: down, connecting, up.
     pub bunker_link: String,
+    pub epoch: u64,
+    pub fenced: bool,
+    pub secondary: Option<ShipStatus>,
     /// Heartbeat round trip, µs.
     pub bunker_rtt_us: Option<u64>,
     /// Alarm text while degraded.
@@ -133,6 +140,14 @@ pub struct VolumeShared {
     pub status: Mutex<VolumeStatus>,
     /// Set when the volume stopped serving writes (fenced, failed, deleted).
     pub stopped: AtomicBool,
+    /// A newer epoch exists elsewhere: nothing is served.
+    pub fenced: AtomicBool,
+    /// Reads may be served (the bunker confirmed the epoch, or there is no bunker).
+    pub serving: AtomicBool,
+    /// A secondary named by `replication_create`, for the home reactor to pick up.
+    pub secondary_req: Mutex<Option<SocketAddr>>,
+    /// The log's first LSN when formatted (a volume never written still has it as its tail).
+    pub origin_lsn: u64,
     /// Writes refused after stop.
     pub refused: AtomicU64,
     /// Set by `volume_delete`: the home poller ends once idle.
@@ -141,7 +156,13 @@ pub struct VolumeShared {
 
 impl VolumeShared {
     /// Shared state for a volume whose home reactor has `home` as mailbox.
-    pub fn new(name: &str, uuid: [u8; 16], log: Arc<ChangeLog>, home: Arc<Mailbox>) -> VolumeShared {
+    pub fn new(
+        name: &str,
+        uuid: [u8; 16],
+        log: Arc<ChangeLog>,
+        home: Arc<Mailbox>,
+        origin_lsn: u64,
+    ) -> VolumeShared {
         VolumeShared {
             name: name.to_string(),
             uuid,
@@ -151,6 +172,10 @@ impl VolumeShared {
             home,
             status: Mutex::new(VolumeStatus::default()),
             stopped: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
+            secondary_req: Mutex::new(None),
+            origin_lsn,
             refused: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
         }
@@ -235,7 +260,15 @@ struct VolChannel {
 impl BackendChannel for VolChannel {
     fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
         match io.ty {
-            IoType::Read if !self.shared.pending.overlaps(io.offset_blocks, io.num_blocks) => {
+            _ if self.shared.fenced.load(Ordering::Acquire) => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                self.done.push(IoCompletion::of(io, IoStatus::Aborted));
+                Ok(())
+            }
+            IoType::Read
+                if self.shared.serving.load(Ordering::Acquire)
+                    && !self.shared.pending.overlaps(io.offset_blocks, io.num_blocks) =>
+            {
                 self.data.submit(io)
             }
             // Every acknowledged write is durable in the log already.
@@ -306,4 +339,8 @@ pub struct VolumeConfig {
     pub on_bunker_loss: OnBunkerLoss,
     /// Format even if the log holds another volume.
     pub force: bool,
+    /// Asynchronous shipping target, if any.
+    pub secondary: Option<SocketAddr>,
+    /// Volume UUID and epoch to format with (a promoted secondary keeps the volume's identity).
+    pub identity: Option<([u8; 16], u64)>,
 }

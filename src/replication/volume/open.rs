@@ -76,7 +76,7 @@ impl LogReader for SyncReader<'_> {
 
 impl VolumeConfig {
     /// What the superblock records about this volume.
-    pub fn setup(&self) -> VolumeSetup {
+    pub fn setup(&self, origin_lsn: u64) -> VolumeSetup {
         VolumeSetup {
             data_bdev: self.data.name().to_string(),
             mode: match self.mode {
@@ -86,6 +86,8 @@ impl VolumeConfig {
             },
             on_bunker_loss: u8::from(self.on_bunker_loss == super::OnBunkerLoss::Stall),
             bunker: self.bunker.map(|a| a.to_string()).unwrap_or_default(),
+            secondary: self.secondary.map(|a| a.to_string()).unwrap_or_default(),
+            origin_lsn,
         }
     }
 }
@@ -111,6 +113,39 @@ pub fn write_super(ch: &mut Channel, pool: &DmaPool, sb: &Superblock) -> Result<
     let mut sector = vec![0u8; sb.sector_size as usize];
     sb.encode(&mut sector);
     sync::write(ch, pool, sb.slot(), &sector).map_err(io_err("writing the log superblock"))
+}
+
+/// Covers every in-flight hole with pad entries (split at the ring's end), so the log below
+/// its end is a run of valid entries that a bunker or secondary can take as it is.
+fn pad_holes(
+    log_ch: &mut Channel,
+    pool: &DmaPool,
+    geo: &LogGeometry,
+    epoch: u64,
+    holes: &[(u64, u64)],
+) -> Result<(), OpenError> {
+    for &(lsn, sectors) in holes {
+        let first = sectors.min(geo.until_wrap(lsn));
+        for (at, n) in [(lsn, first), (lsn + first, sectors - first)] {
+            if n == 0 {
+                continue;
+            }
+            let mut header = vec![0u8; geo.sector as usize];
+            let h = EntryHeader {
+                kind: EntryKind::Pad,
+                lsn: at,
+                epoch,
+                lba: 0,
+                blocks: 0,
+                data_len: 0,
+                sectors: n as u32,
+                data_crc: 0,
+            };
+            h.encode(&mut header);
+            sync::write(log_ch, pool, geo.block_of(at), &header).map_err(io_err("padding a log hole"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens (recovering or formatting) the log of `cfg`.
@@ -144,12 +179,13 @@ fn format(
     let sector = cfg.log.block_size();
     // A fresh LSN range: entries left by an earlier log on this device name other LSNs.
     let start = (u64::from(uuid::Uuid::new_v4().as_u128() as u32) + 1) << 24;
+    let (uuid, epoch) = cfg.identity.unwrap_or((*uuid::Uuid::new_v4().as_bytes(), 1));
     let sb = Superblock {
         generation: 2,
-        volume_uuid: *uuid::Uuid::new_v4().as_bytes(),
+        volume_uuid: uuid,
         volume_name: cfg.name.clone(),
         role: 0,
-        epoch: 1,
+        epoch,
         sector_size: sector,
         ring_start: 2,
         ring_sectors: cfg.log.num_blocks() - 2,
@@ -159,7 +195,7 @@ fn format(
         head_lsn: start,
         max_inflight_sectors: inflight_window(sector, max_io),
         clean_shutdown: false,
-        setup: cfg.setup(),
+        setup: cfg.setup(start),
     };
     write_super(log_ch, pool, &Superblock { generation: 1, ..sb.clone() })?;
     write_super(log_ch, pool, &sb)?;
@@ -205,12 +241,14 @@ fn recover(
         .map_err(io_err("replaying a log entry onto the volume"))?;
     }
     sync::op(&mut data_ch, IoType::Flush, 0, 0).map_err(io_err("flushing the volume after replay"))?;
+    pad_holes(log_ch, pool, &geo, sb.epoch, &found.holes)?;
     let sb = Superblock {
         generation: sb.generation + 1,
         checkpoint_lsn: found.end,
-        head_lsn: found.end,
+        // A secondary may still need the entries it has not applied: keep them.
+        head_lsn: if cfg.secondary.is_some() { sb.head_lsn.min(found.end) } else { found.end },
         clean_shutdown: false,
-        setup: cfg.setup(),
+        setup: cfg.setup(sb.setup.origin_lsn),
         ..sb
     };
     write_super(log_ch, pool, &sb)?;

@@ -10,7 +10,7 @@ impl VolumeCore {
         let applied = self.shared.log.applied();
         if !matches!(self.checkpoint, Checkpoint::Idle)
             || now < self.next_checkpoint
-            || applied == self.sb.checkpoint_lsn
+            || (applied == self.sb.checkpoint_lsn && !self.sb_dirty)
         {
             return false;
         }
@@ -25,6 +25,7 @@ impl VolumeCore {
         };
         if self.data_ch.submit(io).is_ok() {
             self.checkpoint = Checkpoint::Flushing(applied);
+            self.sb_dirty = false;
         }
         true
     }
@@ -117,18 +118,18 @@ impl VolumeCore {
         if let Some(link) = self.link.as_mut() {
             link.send(&Msg::Trim { head: self.shared.log.head() });
         }
+        self.take_secondary();
+        let secondary = self.ship_status(now);
         let Ok(mut st) = self.shared.status.try_lock() else { return };
         let log = &self.shared.log;
         let q = |v: f64| self.latency.value_at_quantile(v) as f64;
         *st = VolumeStatus {
             mode: Some(self.mode),
             bunker: self.link.as_ref().map(|l| l.addr().to_string()),
-            bunker_link: match self.link.as_ref().map(|l| l.state()) {
-                None => "none".into(),
-                Some(LinkState::Up) => "up".into(),
-                Some(LinkState::Connecting) => "connecting".into(),
-                Some(LinkState::Down) => "down".into(),
-            },
+            bunker_link: self.link.as_ref().map_or("none", |l| ship::link_state(l.state())).into(),
+            epoch: self.sb.epoch,
+            fenced: self.shared.fenced.load(Ordering::Acquire),
+            secondary,
             bunker_rtt_us: self.link.as_ref().and_then(|l| l.rtt_us()),
             alarm: self.alarm.clone(),
             tail: log.tail(),
@@ -158,6 +159,7 @@ impl Poller for VolumeCore {
         self.watch(cx);
         let now = cx.now;
         let mut work = self.on_link(now);
+        work |= self.ship_link(now);
         work |= self.intake(cx.precise_now());
         work |= self.reap();
         work |= self.resend();
@@ -165,6 +167,8 @@ impl Poller for VolumeCore {
         work |= self.serve_reads();
         self.advance();
         work |= self.catch_up_step();
+        work |= self.ship_step(cx.precise_now());
+        self.ship_guard();
         work |= self.maybe_checkpoint(now);
         self.publish(now);
         let idle = self.slots.iter().all(Option::is_none) && self.read_slots.iter().all(Option::is_none);
@@ -182,7 +186,26 @@ impl Poller for VolumeCore {
 }
 
 impl VolumeCore {
+    /// Picks up a secondary named by `replication_create`, and records it in the superblock.
+    fn take_secondary(&mut self) {
+        let Some(addr) = self.shared.secondary_req.try_lock().ok().and_then(|mut g| g.take()) else { return };
+        if self.ship.is_some() {
+            return;
+        }
+        self.sb.setup.secondary = addr.to_string();
+        self.sb_dirty = true;
+        self.ship = Some(ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb)));
+        tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
+    }
+
     fn fail_waiting(&mut self) {
+        if self.shared.fenced.load(Ordering::Acquire) {
+            for req in self.reads.drain(..) {
+                let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };
+                let _ = req.reply.push(c);
+                req.notify.notify();
+            }
+        }
         while let Some(req) = self.waiting.pop_front().or_else(|| self.shared.requests.pop()) {
             let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };
             let _ = req.reply.push(c);

@@ -7,6 +7,9 @@ impl VolumeCore {
     /// over go to their own queue.
     pub(super) fn intake(&mut self, now: Nanos) -> bool {
         let mut work = false;
+        if !self.confirmed {
+            return false;
+        }
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
             let Some(req) = self.next_write() else { break };
             let busy =
@@ -55,6 +58,9 @@ impl VolumeCore {
     /// to the data bdev.
     pub(super) fn serve_reads(&mut self) -> bool {
         let mut work = false;
+        if !self.confirmed {
+            return false;
+        }
         while let Some(front) = self.reads.front() {
             let (lba, n) = (front.io.offset_blocks, front.io.num_blocks);
             if self.slots.iter().flatten().any(|s| !s.volume && s.overlaps(lba, n)) {
@@ -200,6 +206,7 @@ impl VolumeCore {
             K_FLUSH | K_SUPER => return self.on_checkpoint(kind, c.status),
             K_CATCHUP => return self.on_catch_up_read(c),
             K_READ => return self.on_read(slot, c),
+            K_SHIP => return self.on_ship_read(c),
             K_VOLUME if !c.status.is_success() => return self.volume_failed(slot, c.status),
             _ => {}
         }
@@ -322,7 +329,10 @@ impl VolumeCore {
         let log = &self.shared.log;
         let committed = log.advance_committed();
         log.set_applied(committed);
-        let head = if self.link.is_some() { committed.min(self.bunker_end) } else { committed };
+        let mut head = if self.link.is_some() { committed.min(self.bunker_end) } else { committed };
+        if let Some(held) = self.ship.as_ref().and_then(|s| s.holds()) {
+            head = head.min(held.max(log.head()));
+        }
         if head > log.head() {
             log.set_head(head);
         }
@@ -346,6 +356,7 @@ impl VolumeCore {
                     tracing::warn!(volume = self.shared.name, alarm = self.alarm.as_deref(), "bunker lost");
                 }
                 LinkEvent::Acked { lsn, sectors } => self.on_ack(lsn, sectors),
+                LinkEvent::Message(Msg::Fenced { epoch }) => self.fence(epoch),
                 LinkEvent::Message(m) => {
                     tracing::debug!(volume = self.shared.name, ?m, "unexpected bunker message")
                 }
@@ -355,6 +366,15 @@ impl VolumeCore {
     }
 
     pub(super) fn on_link_up(&mut self, durable_end: u64) {
+        if !self.confirmed {
+            self.confirmed = true;
+            self.shared.serving.store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                volume = self.shared.name,
+                epoch = self.sb.epoch,
+                "bunker confirmed the epoch: serving"
+            );
+        }
         let head = self.shared.log.head();
         self.bunker_end = durable_end.max(head);
         self.bunker_acked.retain(|&l, _| l >= self.bunker_end);

@@ -33,6 +33,7 @@ const K_FLUSH: u64 = 3;
 const K_SUPER: u64 = 4;
 const K_CATCHUP: u64 = 5;
 const K_READ: u64 = 6;
+const K_SHIP: u64 = 7;
 const CHECKPOINT_EVERY: Nanos = 500 * NS_PER_MS;
 const STATUS_EVERY: Nanos = 100 * NS_PER_MS;
 
@@ -91,6 +92,12 @@ pub struct VolumeCore {
     mode: Mode,
     on_loss: OnBunkerLoss,
     link: Option<TcpLink>,
+    /// The bunker confirmed this primary's epoch (HelloAck) since it started: until then (with
+    /// a bunker configured) it serves nothing, since it may have been failed over.
+    confirmed: bool,
+    ship: Option<ship::Shipper>,
+    /// The superblock's setup changed: checkpoint even if nothing was applied.
+    sb_dirty: bool,
     bunker_end: u64,
     bunker_acked: BTreeMap<u64, u32>,
     catch_up: Option<u64>,
@@ -125,6 +132,7 @@ impl VolumeCore {
         mode: Mode,
         on_loss: OnBunkerLoss,
         bunker: Option<SocketAddr>,
+        secondary: Option<SocketAddr>,
     ) -> VolumeCore {
         let geo = shared.log.geometry();
         let head = shared.log.head();
@@ -139,6 +147,10 @@ impl VolumeCore {
             };
             TcpLink::new(addr, hello)
         });
+        let ship = secondary.map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb)));
+        if link.is_none() {
+            shared.serving.store(true, std::sync::atomic::Ordering::Release);
+        }
         VolumeCore {
             name: format!("volume_{}", shared.name),
             shared,
@@ -149,7 +161,10 @@ impl VolumeCore {
             sb,
             mode,
             on_loss,
+            confirmed: link.is_none(),
             link,
+            ship,
+            sb_dirty: false,
             bunker_end: head,
             bunker_acked: BTreeMap::new(),
             catch_up: None,
@@ -168,6 +183,19 @@ impl VolumeCore {
             completions: Vec::with_capacity(MAX_INFLIGHT),
             events: Vec::new(),
             alarm: None,
+        }
+    }
+
+    /// The Hello that attaches this volume's log to a peer.
+    fn hello(shared: &VolumeShared, sb: &Superblock) -> Msg {
+        let geo = shared.log.geometry();
+        Msg::Hello {
+            volume: shared.name.clone(),
+            uuid: shared.uuid,
+            epoch: sb.epoch,
+            sector: geo.sector,
+            ring_sectors: geo.ring_sectors,
+            head: shared.log.head(),
         }
     }
 
@@ -193,15 +221,9 @@ impl VolumeCore {
             }
         }
         let fd = self.link.as_ref().and_then(|l| l.fd());
-        if fd != self.link_fd {
-            if let Some(old) = self.link_fd.take() {
-                cx.unwatch_fd(old);
-            }
-            if let Some(new) = fd {
-                if cx.watch_fd(new).is_ok() {
-                    self.link_fd = Some(new);
-                }
-            }
+        rewatch(cx, &mut self.link_fd, fd);
+        if let Some(sh) = self.ship.as_mut() {
+            rewatch(cx, &mut sh.fd, sh.link.fd());
         }
     }
 
@@ -262,5 +284,23 @@ impl VolumeCore {
     }
 }
 
+/// Keeps the watched fd of a link in step with its current socket.
+fn rewatch(cx: &mut PollCtx<'_>, watched: &mut Option<RawFd>, fd: Option<RawFd>) {
+    if fd == *watched {
+        return;
+    }
+    if let Some(old) = watched.take() {
+        cx.unwatch_fd(old);
+    }
+    if let Some(new) = fd {
+        if cx.watch_fd(new).is_ok() {
+            *watched = Some(new);
+        }
+    }
+}
+
 mod background;
 mod flow;
+mod ship;
+
+pub use ship::ShipStatus;

@@ -1,0 +1,369 @@
+//! The secondary's applier: a poller that reads the staging log back in LSN order, checks
+//! every entry (header CRC, LSN, data CRC), and applies it to the replica volume, overlapping
+//! entries one after the other; it flushes the volume and records the applied end in the
+//! staging superblock before reporting it (the primary trims up to it).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Secondary, ROLE_STAGING};
+use crate::bdev::{BdevError, BdevIo, Channel, IoCompletion, IoType};
+use crate::reactor::time::NS_PER_MS;
+use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
+use crate::replication::format::{EntryHeader, EntryKind, Superblock};
+use crate::replication::log::LogGeometry;
+use crate::sys::{DmaBuf, DmaPool};
+
+/// Applies in flight at most.
+const MAX_APPLIES: usize = 32;
+/// How often the applied end is made durable and reported.
+const COMMIT_EVERY: Nanos = 20 * NS_PER_MS;
+
+const T_READ: u64 = u64::MAX;
+const T_FLUSH: u64 = u64::MAX - 1;
+const T_SUPER: u64 = u64::MAX - 2;
+
+/// One parsed entry waiting to be applied.
+struct Op {
+    lsn: u64,
+    end: u64,
+    kind: EntryKind,
+    lba: u64,
+    blocks: u32,
+    data: Option<DmaBuf>,
+}
+
+/// Where the applied end is on its way to being durable.
+enum Commit {
+    Idle,
+    Flushing(u64),
+    Writing(u64),
+}
+
+/// The poller.
+pub struct Applier {
+    name: String,
+    sec: Arc<Secondary>,
+    pool: DmaPool,
+    staging: Channel,
+    data: Channel,
+    geo: Option<LogGeometry>,
+    /// Next staging LSN to read.
+    read_pos: u64,
+    reading: bool,
+    /// Bytes read and not yet parsed, starting at `parse_lsn`.
+    bytes: Vec<u8>,
+    parse_lsn: u64,
+    ops: VecDeque<Op>,
+    /// Applies in flight: (tag, lsn, end, lba, blocks).
+    inflight: Vec<(u64, u64, u64, u64, u32)>,
+    next_tag: u64,
+    commit: Commit,
+    next_commit: Nanos,
+    generation: u64,
+    failed: bool,
+    done: Vec<IoCompletion>,
+    watched: bool,
+}
+
+impl Applier {
+    /// Opens channels to the staging and data bdevs (on the reactor that will run it).
+    pub fn new(sec: Arc<Secondary>, pool: DmaPool) -> Result<Applier, BdevError> {
+        Ok(Applier {
+            name: format!("secondary_{}", sec.name),
+            staging: Channel::new(sec.staging.log.clone())?,
+            data: Channel::new(sec.data.clone())?,
+            sec,
+            pool,
+            geo: None,
+            read_pos: 0,
+            reading: false,
+            bytes: Vec::new(),
+            parse_lsn: 0,
+            ops: VecDeque::new(),
+            inflight: Vec::new(),
+            next_tag: 0,
+            commit: Commit::Idle,
+            next_commit: 0,
+            generation: 2,
+            failed: false,
+            done: Vec::new(),
+            watched: false,
+        })
+    }
+
+    /// Learns the ring geometry once a primary has attached (or the staging log resumed).
+    fn geometry(&mut self) -> Option<LogGeometry> {
+        if self.geo.is_none() {
+            let st = self.sec.staging.state.lock().expect("bunker state");
+            if st.ring_sectors > 0 {
+                self.geo =
+                    Some(LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors });
+                (self.read_pos, self.parse_lsn) = (st.applied, st.applied);
+            }
+        }
+        self.geo
+    }
+
+    /// The applied end: the first entry not yet applied.
+    fn applied(&self) -> u64 {
+        let first_inflight = self.inflight.iter().map(|f| f.1).min();
+        let first_op = self.ops.front().map(|o| o.lsn);
+        [first_inflight, first_op].into_iter().flatten().min().unwrap_or(self.parse_lsn)
+    }
+
+    fn stop(&mut self, why: String) {
+        tracing::error!(volume = self.sec.name, why, "secondary stops applying");
+        self.sec.staging.state.lock().expect("bunker state").apply_error = Some(why);
+        self.failed = true;
+    }
+
+    /// Reads the next stretch of received staging log.
+    fn read_step(&mut self, geo: LogGeometry) -> bool {
+        let received = self.sec.staging.state.lock().expect("bunker state").durable_end;
+        if self.reading || self.failed || self.read_pos >= received || self.ops.len() >= MAX_APPLIES * 4 {
+            return false;
+        }
+        let per_buf = (self.pool.buf_size() / geo.sector as usize) as u64;
+        let n = (received - self.read_pos).min(per_buf).min(geo.until_wrap(self.read_pos));
+        let Some(mut buf) = self.pool.alloc() else { return false };
+        buf.set_len((n * u64::from(geo.sector)) as usize);
+        let io = BdevIo {
+            ty: IoType::Read,
+            offset_blocks: geo.block_of(self.read_pos),
+            num_blocks: n as u32,
+            buf: Some(buf),
+            fua: false,
+            tag: T_READ,
+        };
+        self.reading = self.staging.submit(io).is_ok();
+        self.reading
+    }
+
+    fn on_read(&mut self, c: IoCompletion, geo: LogGeometry) {
+        self.reading = false;
+        let Some(buf) = c.buf.filter(|_| c.status.is_success()) else {
+            return self.stop(format!("reading the staging log at LSN {}: {}", self.read_pos, c.status));
+        };
+        self.bytes.extend_from_slice(buf.as_slice());
+        self.read_pos += (buf.len() / geo.sector as usize) as u64;
+        if self.read_pos == self.parse_lsn + (self.bytes.len() / geo.sector as usize) as u64 {
+            self.parse(geo);
+        } else {
+            self.stop("staging read out of step".into());
+        }
+    }
+
+    /// Turns whole entries at the front of `bytes` into ops; stops at a damaged one.
+    fn parse(&mut self, geo: LogGeometry) {
+        let s = geo.sector as usize;
+        while self.bytes.len() >= s && !self.failed {
+            let h = match EntryHeader::decode(&self.bytes[..s], self.parse_lsn, geo.sector) {
+                Ok(h) => h,
+                Err(e) => return self.stop(format!("bad entry at LSN {}: {e}", self.parse_lsn)),
+            };
+            let len = h.sectors as usize * s;
+            if u64::from(h.sectors) > geo.until_wrap(self.parse_lsn) {
+                return self.stop(format!("entry at LSN {} crosses the end of the ring", self.parse_lsn));
+            }
+            if self.bytes.len() < len {
+                return;
+            }
+            let data = &self.bytes[s..s + h.data_len as usize];
+            if h.kind == EntryKind::Write && crc32c::crc32c(data) != h.data_crc {
+                return self.stop(format!("entry at LSN {}: data checksum mismatch", self.parse_lsn));
+            }
+            let buf = if h.kind == EntryKind::Write {
+                let Some(mut b) = self.pool.alloc() else { return };
+                b.set_len(data.len());
+                b.as_mut_slice().copy_from_slice(data);
+                Some(b)
+            } else {
+                None
+            };
+            let end = self.parse_lsn + u64::from(h.sectors);
+            self.ops.push_back(Op { lsn: h.lsn, end, kind: h.kind, lba: h.lba, blocks: h.blocks, data: buf });
+            self.bytes.drain(..len);
+            self.parse_lsn = end;
+        }
+    }
+
+    /// Issues ops in order while they do not overlap anything in flight.
+    fn issue(&mut self) -> bool {
+        let mut work = false;
+        while self.inflight.len() < MAX_APPLIES && !self.sec.hold.load(Ordering::Acquire) {
+            let Some(op) = self.ops.front() else { break };
+            let (a, n) = (op.lba, u64::from(op.blocks));
+            if self.inflight.iter().any(|f| a < f.3 + u64::from(f.4) && f.3 < a + n) {
+                break;
+            }
+            let mut op = self.ops.pop_front().expect("front op");
+            work = true;
+            let ty = match op.kind {
+                EntryKind::Pad => continue,
+                EntryKind::Write => IoType::Write,
+                EntryKind::Zeroes => IoType::WriteZeroes,
+                EntryKind::Unmap => IoType::Unmap,
+            };
+            self.next_tag += 1;
+            let io = BdevIo {
+                ty,
+                offset_blocks: op.lba,
+                num_blocks: op.blocks,
+                buf: op.data.take(),
+                fua: false,
+                tag: self.next_tag,
+            };
+            if let Err(io) = self.data.submit(io) {
+                op.data = io.buf;
+                self.ops.push_front(op);
+                break;
+            }
+            self.inflight.push((self.next_tag, op.lsn, op.end, op.lba, op.blocks));
+        }
+        work
+    }
+
+    fn on_applied(&mut self, c: IoCompletion) {
+        let Some(i) = self.inflight.iter().position(|f| f.0 == c.tag) else { return };
+        let (_, lsn, end, lba, _) = self.inflight.swap_remove(i);
+        if !c.status.is_success() {
+            return self.stop(format!("applying LSN {lsn} to LBA {lba}: {}", c.status));
+        }
+        let mut st = self.sec.state.lock().expect("secondary state");
+        st.entries_applied += 1;
+        st.bytes_applied += (end - lsn) * u64::from(self.geo.map_or(512, |g| g.sector));
+    }
+
+    /// Makes the applied end durable (flush the volume, then the staging superblock) and
+    /// publishes it.
+    fn commit_step(&mut self, now: Nanos) -> bool {
+        let applied = self.applied();
+        let published = self.sec.staging.state.lock().expect("bunker state").applied;
+        if !matches!(self.commit, Commit::Idle) || applied <= published || now < self.next_commit {
+            return false;
+        }
+        self.next_commit = now + COMMIT_EVERY;
+        let io = BdevIo {
+            ty: IoType::Flush,
+            offset_blocks: 0,
+            num_blocks: 0,
+            buf: None,
+            fua: false,
+            tag: T_FLUSH,
+        };
+        if self.data.submit(io).is_ok() {
+            self.commit = Commit::Flushing(applied);
+        }
+        true
+    }
+
+    fn on_flushed(&mut self, c: IoCompletion, geo: LogGeometry) {
+        let Commit::Flushing(applied) = self.commit else { return };
+        self.commit = Commit::Idle;
+        if !c.status.is_success() {
+            return tracing::warn!(volume = self.sec.name, status = %c.status, "replica flush failed; will retry");
+        }
+        let sb = {
+            let st = self.sec.staging.state.lock().expect("bunker state");
+            Superblock {
+                generation: self.generation,
+                volume_uuid: st.uuid_raw(),
+                volume_name: self.sec.name.clone(),
+                role: ROLE_STAGING,
+                epoch: st.epoch,
+                sector_size: geo.sector,
+                ring_start: 2,
+                ring_sectors: geo.ring_sectors,
+                volume_block_size: self.sec.data.block_size(),
+                volume_blocks: self.sec.data.num_blocks(),
+                checkpoint_lsn: applied,
+                head_lsn: applied,
+                max_inflight_sectors: 0,
+                clean_shutdown: false,
+                setup: Default::default(),
+            }
+        };
+        let Some(mut buf) = self.pool.alloc() else { return };
+        buf.set_len(geo.sector as usize);
+        buf.as_mut_slice().fill(0);
+        sb.encode(buf.as_mut_slice());
+        let io = BdevIo {
+            ty: IoType::Write,
+            offset_blocks: sb.slot(),
+            num_blocks: 1,
+            buf: Some(buf),
+            fua: true,
+            tag: T_SUPER,
+        };
+        if self.staging.submit(io).is_ok() {
+            self.generation += 1;
+            self.commit = Commit::Writing(applied);
+        }
+    }
+
+    fn on_super(&mut self, c: IoCompletion) {
+        let Commit::Writing(applied) = self.commit else { return };
+        self.commit = Commit::Idle;
+        if c.status.is_success() {
+            let mut st = self.sec.staging.state.lock().expect("bunker state");
+            st.applied = st.applied.max(applied);
+            if let Some(e) = &self.sec.staging.applied_event {
+                e.notify();
+            }
+        }
+    }
+
+    fn reap(&mut self, geo: LogGeometry) -> bool {
+        let mut done = std::mem::take(&mut self.done);
+        self.staging.poll(&mut done);
+        self.data.poll(&mut done);
+        let work = !done.is_empty();
+        for c in done.drain(..) {
+            match c.tag {
+                T_READ => self.on_read(c, geo),
+                T_FLUSH => self.on_flushed(c, geo),
+                T_SUPER => self.on_super(c),
+                _ => self.on_applied(c),
+            }
+        }
+        self.done = done;
+        work
+    }
+
+    fn watch(&mut self, cx: &mut PollCtx<'_>) {
+        if !self.watched {
+            for fd in self.staging.wake_fds().into_iter().chain(self.data.wake_fds()) {
+                let _ = cx.watch_eventfd(fd);
+            }
+            self.watched = true;
+        }
+    }
+}
+
+impl Poller for Applier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
+        self.watch(cx);
+        let Some(geo) = self.geometry() else { return PollStatus::Idle };
+        let mut work = self.reap(geo);
+        work |= self.read_step(geo);
+        work |= self.issue();
+        work |= self.commit_step(cx.now);
+        let quiet = self.inflight.is_empty() && matches!(self.commit, Commit::Idle);
+        let held = self.sec.hold.load(Ordering::Acquire) && quiet && self.applied_published();
+        self.sec.held.store(held, Ordering::Release);
+        PollStatus::from_work(work)
+    }
+}
+
+impl Applier {
+    /// Whether the published applied end is the current one (nothing applied but unreported).
+    fn applied_published(&self) -> bool {
+        self.sec.staging.state.lock().expect("bunker state").applied >= self.applied()
+    }
+}

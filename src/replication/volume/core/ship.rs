@@ -1,0 +1,259 @@
+//! Asynchronous shipping to the secondary: committed entries are read back from the local log
+//! in batches (by bytes, or after a short wait) and written, in LSN order, into the
+//! secondary's staging log over their own link; several batches may be in flight. The
+//! secondary acknowledges receipt (staging durable) and application; the log head never
+//! passes what it has applied, so nothing it still needs is overwritten.
+//!
+//! If the secondary stays away until the log is nearly full, it is dropped (alarm) rather than
+//! stalling the host: it then needs a new initial synchronisation, which its attach reports.
+
+use super::*;
+
+/// Ship when this many bytes are waiting...
+const BATCH_BYTES: u64 = 64 << 10;
+/// ...or when the oldest waiting entry is this old.
+const BATCH_WAIT: Nanos = NS_PER_MS;
+/// Log fill beyond which a secondary that holds the head back is dropped.
+const DROP_FILL: f64 = 0.9;
+/// Lag samples kept (one per STATUS_EVERY at most).
+const LAG_SAMPLES: usize = 4096;
+
+/// The primary's side of one secondary.
+pub(super) struct Shipper {
+    pub link: TcpLink,
+    /// Next LSN to read from the local log and send.
+    next: u64,
+    /// A log read for shipping is in flight, from this LSN.
+    reading: Option<u64>,
+    /// Contiguous end the secondary holds durably in staging.
+    received: u64,
+    acked: BTreeMap<u64, u32>,
+    /// End the secondary has applied.
+    applied: u64,
+    /// Attached and in sync (it has every entry from its end on).
+    synced: bool,
+    /// Given up on: no longer holds the head.
+    dropped: bool,
+    pub alarm: Option<String>,
+    /// Since when committed entries have been waiting to be shipped.
+    pending_since: Option<Nanos>,
+    /// Samples of (committed LSN, time, writes answered) to measure lag.
+    samples: VecDeque<(u64, Nanos, u64)>,
+    pub fd: Option<RawFd>,
+}
+
+/// What status shows of the secondary.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ShipStatus {
+    pub address: String,
+    pub link: String,
+    pub synced: bool,
+    pub dropped: bool,
+    pub received: u64,
+    pub applied: u64,
+    pub lag_bytes: u64,
+    pub lag_entries: u64,
+    pub lag_seconds: f64,
+    pub alarm: Option<String>,
+}
+
+impl Shipper {
+    pub fn new(addr: SocketAddr, hello: Msg) -> Shipper {
+        Shipper {
+            link: TcpLink::new(addr, hello),
+            next: 0,
+            reading: None,
+            received: 0,
+            acked: BTreeMap::new(),
+            applied: 0,
+            synced: false,
+            dropped: false,
+            alarm: None,
+            pending_since: None,
+            samples: VecDeque::new(),
+            fd: None,
+        }
+    }
+
+    /// The LSN below which the secondary no longer needs the log.
+    pub fn holds(&self) -> Option<u64> {
+        (!self.dropped).then_some(self.applied)
+    }
+}
+
+impl VolumeCore {
+    /// Link events of the secondary link.
+    pub(super) fn ship_link(&mut self, now: Nanos) -> bool {
+        let Some(sh) = self.ship.as_mut() else { return false };
+        let mut events = std::mem::take(&mut self.events);
+        let work = sh.link.poll(now, &mut events);
+        for ev in events.drain(..) {
+            self.on_ship_event(ev);
+        }
+        self.events = events;
+        work
+    }
+
+    fn on_ship_event(&mut self, ev: LinkEvent) {
+        let head = self.shared.log.head();
+        let Some(sh) = self.ship.as_mut() else { return };
+        match ev {
+            LinkEvent::Up { durable_end } if durable_end < head || sh.dropped => {
+                sh.synced = false;
+                sh.alarm = Some(format!(
+                    "secondary holds the log up to LSN {durable_end} but the log starts at {head}: it needs an initial synchronisation"
+                ));
+                tracing::error!(
+                    volume = self.shared.name,
+                    alarm = sh.alarm.as_deref(),
+                    "secondary out of sync"
+                );
+            }
+            LinkEvent::Up { durable_end } => {
+                sh.synced = true;
+                sh.alarm = None;
+                (sh.next, sh.received, sh.applied) = (durable_end, durable_end, sh.applied.max(head));
+                sh.acked.clear();
+            }
+            LinkEvent::Down { why } => {
+                sh.synced = false;
+                if !sh.dropped {
+                    sh.alarm =
+                        Some(format!("secondary unreachable ({why}); shipping resumes when it returns"));
+                }
+            }
+            LinkEvent::Acked { lsn, sectors } => {
+                if lsn >= sh.received {
+                    sh.acked.insert(lsn, sectors);
+                }
+                while let Some(n) = sh.acked.remove(&sh.received) {
+                    sh.received += u64::from(n);
+                }
+            }
+            LinkEvent::Message(Msg::Applied { lsn }) => sh.applied = sh.applied.max(lsn),
+            LinkEvent::Message(Msg::Fenced { epoch }) => self.fence(epoch),
+            LinkEvent::Message(m) => {
+                tracing::debug!(volume = self.shared.name, ?m, "unexpected secondary message")
+            }
+        }
+    }
+
+    /// Reads the next batch of committed entries from the local log, when one is due.
+    pub(super) fn ship_step(&mut self, now: Nanos) -> bool {
+        let committed = self.shared.log.committed();
+        let (sector, per_buf) =
+            (u64::from(self.geo.sector), (self.pool.buf_size() / self.geo.sector as usize) as u64);
+        let Some(sh) = self.ship.as_mut() else { return false };
+        if !sh.synced || sh.reading.is_some() || sh.next >= committed || sh.link.state() != LinkState::Up {
+            return false;
+        }
+        let waiting = (committed - sh.next) * sector;
+        let since = *sh.pending_since.get_or_insert(now);
+        if waiting < BATCH_BYTES && now.saturating_sub(since) < BATCH_WAIT {
+            return true; // keep polling: the batch is due within BATCH_WAIT
+        }
+        sh.pending_since = None;
+        let n = (committed - sh.next).min(per_buf).min(self.geo.until_wrap(sh.next));
+        let Some(mut buf) = self.pool.alloc() else { return false };
+        buf.set_len(n as usize * self.geo.sector as usize);
+        let io = BdevIo {
+            ty: IoType::Read,
+            offset_blocks: self.geo.block_of(sh.next),
+            num_blocks: n as u32,
+            buf: Some(buf),
+            fua: false,
+            tag: tag(0, K_SHIP),
+        };
+        if self.log_ch.submit(io).is_ok() {
+            sh.reading = Some(sh.next);
+        }
+        true
+    }
+
+    pub(super) fn on_ship_read(&mut self, c: IoCompletion) {
+        let Some(sh) = self.ship.as_mut() else { return };
+        let (Some(from), Some(buf)) = (sh.reading.take(), c.buf) else { return };
+        if !c.status.is_success() {
+            tracing::error!(volume = self.shared.name, status = %c.status, "reading the log for shipping");
+            return;
+        }
+        let n = (buf.len() / self.geo.sector as usize) as u64;
+        if from == sh.next && sh.link.write_at(from, buf.as_slice()) {
+            sh.next = from + n;
+        }
+    }
+
+    /// Drops a secondary that holds the head back while the log is nearly full.
+    pub(super) fn ship_guard(&mut self) {
+        let (fill, head) = (self.shared.log.fill(), self.shared.log.head());
+        let Some(sh) = self.ship.as_mut() else { return };
+        if !sh.dropped && fill > DROP_FILL && sh.applied <= head {
+            sh.dropped = true;
+            sh.synced = false;
+            sh.alarm = Some(format!(
+                "secondary dropped: it fell {:.0}% of the log behind; it needs an initial synchronisation",
+                fill * 100.0
+            ));
+            tracing::error!(volume = self.shared.name, alarm = sh.alarm.as_deref(), "secondary dropped");
+        }
+    }
+
+    /// Records a lag sample and returns the secondary's status.
+    pub(super) fn ship_status(&mut self, now: Nanos) -> Option<ShipStatus> {
+        let (committed, writes, sector) =
+            (self.shared.log.committed(), self.writes, u64::from(self.geo.sector));
+        let sh = self.ship.as_mut()?;
+        if sh.samples.back().is_none_or(|s| s.0 != committed) {
+            if sh.samples.len() == LAG_SAMPLES {
+                sh.samples.pop_front();
+            }
+            sh.samples.push_back((committed, now, writes));
+        }
+        let mut base = None;
+        while sh.samples.len() > 1 && sh.samples[0].0 <= sh.applied {
+            base = sh.samples.pop_front();
+        }
+        if let Some(b) = base {
+            sh.samples.push_front(b);
+        }
+        let behind = committed.saturating_sub(sh.applied);
+        let (lag_entries, lag_seconds) = match sh.samples.front() {
+            Some(&(_, t, w)) if behind > 0 => (writes.saturating_sub(w), now.saturating_sub(t) as f64 / 1e9),
+            _ => (0, 0.0),
+        };
+        Some(ShipStatus {
+            address: sh.link.addr().to_string(),
+            link: link_state(sh.link.state()).into(),
+            synced: sh.synced,
+            dropped: sh.dropped,
+            received: sh.received,
+            applied: sh.applied,
+            lag_bytes: behind * sector,
+            lag_entries,
+            lag_seconds,
+            alarm: sh.alarm.clone(),
+        })
+    }
+
+    /// A peer has seen a newer epoch: this primary is stale and stops serving the volume.
+    pub(super) fn fence(&mut self, epoch: u64) {
+        if self.shared.fenced.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
+        self.alarm = Some(format!(
+            "fenced: a peer is at epoch {epoch}, this primary at {}; it serves nothing until it rejoins",
+            self.sb.epoch
+        ));
+        tracing::error!(volume = self.shared.name, alarm = self.alarm.as_deref(), "volume fenced");
+    }
+}
+
+/// The status word of a link state.
+pub(super) fn link_state(s: LinkState) -> &'static str {
+    match s {
+        LinkState::Up => "up",
+        LinkState::Connecting => "connecting",
+        LinkState::Down => "down",
+    }
+}

@@ -1,0 +1,146 @@
+//! Secondary and shipping methods (stable names): on the secondary `secondary_create`,
+//! `volume_failover`, `secondary_freeze`; on the primary `replication_create`; on any node
+//! `replication_status`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{params, Handler, RpcError, RpcResult};
+use crate::app::App;
+use crate::replication::secondary::{self, failover};
+
+/// The methods.
+pub const METHODS: &[(&str, Handler)] = &[
+    ("secondary_create", secondary_create),
+    ("replication_create", replication_create),
+    ("volume_failover", volume_failover),
+    ("secondary_freeze", secondary_freeze),
+    ("replication_status", replication_status),
+];
+
+fn addr(s: &str) -> Result<SocketAddr, RpcError> {
+    s.parse().map_err(|_| RpcError::invalid_params(format!("{s:?} is not IP:PORT")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecondaryCreate {
+    volume: String,
+    data_bdev: String,
+    staging_bdev: String,
+    log_bdev: String,
+    bunker: Option<String>,
+}
+
+fn secondary_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: SecondaryCreate = params(p)?;
+    let (data, staging, log) =
+        (app.bdevs.get(&p.data_bdev)?, app.bdevs.get(&p.staging_bdev)?, app.bdevs.get(&p.log_bdev)?);
+    let bunker = p.bunker.as_deref().map(addr).transpose()?;
+    secondary::create(app, &p.volume, data, staging, log, bunker).map_err(RpcError::invalid)?;
+    Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicationCreate {
+    volume: String,
+    secondary: String,
+}
+
+fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: ReplicationCreate = params(p)?;
+    let to = addr(&p.secondary)?;
+    let v = app
+        .replication
+        .volume(&p.volume)
+        .ok_or_else(|| RpcError::no_device(format!("volume {}", p.volume)))?;
+    if v.status.lock().expect("status lock").secondary.is_some() {
+        return Err(RpcError::exists(format!("volume {} already ships to a secondary", p.volume)));
+    }
+    if v.log.tail() != v.origin_lsn {
+        return Err(RpcError::invalid(format!(
+            "volume {} has been written since it was created; initial synchronisation of a used volume is not implemented yet, so attach the secondary before the first write",
+            p.volume
+        )));
+    }
+    *v.secondary_req.lock().expect("secondary request") = Some(to);
+    v.wake_home();
+    Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Failover {
+    volume: String,
+    bunker: Option<String>,
+    nqn: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+fn volume_failover(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: Failover = params(p)?;
+    let sec = app
+        .secondaries
+        .get(&p.volume)
+        .ok_or_else(|| RpcError::no_device(format!("secondary {}", p.volume)))?;
+    let req = failover::FailoverRequest {
+        bunker: p.bunker.as_deref().map(addr).transpose()?,
+        nqn: p.nqn,
+        force: p.force,
+    };
+    let report = failover::failover(app, &sec, &req).map_err(RpcError::invalid)?;
+    Ok(serde_json::to_value(report).expect("serialisable"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Freeze {
+    volume: String,
+    #[serde(default = "yes")]
+    frozen: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn secondary_freeze(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: Freeze = params(p)?;
+    let sec = app
+        .secondaries
+        .get(&p.volume)
+        .ok_or_else(|| RpcError::no_device(format!("secondary {}", p.volume)))?;
+    let applied = secondary::freeze(&sec, p.frozen).map_err(RpcError::invalid)?;
+    Ok(json!({"volume": p.volume, "frozen": p.frozen, "applied": applied}))
+}
+
+fn replication_status(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    super::no_params("replication_status", &p)?;
+    let primaries: Vec<Value> = app
+        .replication
+        .volumes()
+        .iter()
+        .map(|v| {
+            let st = v.status.lock().expect("status lock").clone();
+            json!({"volume": v.name, "role": "primary", "epoch": st.epoch, "fenced": v.fenced.load(Ordering::Acquire),
+                   "mode": st.mode, "committed": st.committed, "head": st.head,
+                   "bunker": {"address": st.bunker, "link": st.bunker_link, "durable": st.bunker_durable, "rtt_us": st.bunker_rtt_us},
+                   "secondary": st.secondary, "alarm": st.alarm})
+        })
+        .collect();
+    let bunkers: Vec<Value> = app
+        .bunkers
+        .list()
+        .iter()
+        .filter(|b| !b.staging)
+        .map(|b| json!({"volume": b.name, "role": "bunker", "state": *b.state.lock().expect("bunker state")}))
+        .collect();
+    let secondaries: Vec<Value> = app.secondaries.list().iter().map(|s| secondary::describe(s)).collect();
+    Ok(json!({"primaries": primaries, "bunkers": bunkers, "secondaries": secondaries}))
+}

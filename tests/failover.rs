@@ -1,0 +1,258 @@
+//! Primary, bunker and secondary as three `ferrite serve` processes: asynchronous shipping
+//! keeps the replica a prefix of the primary's writes; SIGKILL of the primary and
+//! `volume_failover` on the secondary (pulling the tail from the bunker, with shipping
+//! throttled by the fault proxy so the secondary lags) lose no acknowledged write, checked by
+//! `ferrite perf --check-ack-log`; a restarted old primary is fenced and accepts no write.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, free_port, Daemon};
+use ferrite::net::proxy::{mbit, Proxy, ProxyConfig};
+use serde_json::{json, Value};
+
+const NQN: &str = "nqn.2026-11.io.ferrite:vol0";
+const HOST: &str = "nqn.2026-11.io.ferrite:h";
+
+fn uring(name: &str, path: &Path, mb: u64) -> String {
+    if !path.exists() {
+        std::fs::write(path, vec![0u8; (mb << 20) as usize]).unwrap();
+    }
+    format!(
+        "[[bdev]]\ntype = \"uring\"\nname = \"{name}\"\nfilename = \"{}\"\nblock_size = 512\n",
+        path.display()
+    )
+}
+
+const BASE: &str = "[reactor]\ncores = [0, 1]\n[memory]\nbuf_count = 512\n";
+
+fn export(d: &Daemon, port: u16, ns: Option<&str>) {
+    d.rpc("nvmf_create_transport", Some(json!({"trtype": "TCP"}))).unwrap();
+    d.rpc("nvmf_create_subsystem", Some(json!({"nqn": NQN, "allow_any_host": true}))).unwrap();
+    if let Some(b) = ns {
+        d.rpc("nvmf_subsystem_add_ns", Some(json!({"nqn": NQN, "namespace": {"bdev_name": b}}))).unwrap();
+    }
+    let la = json!({"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
+    d.rpc("nvmf_subsystem_add_listener", Some(json!({"nqn": NQN, "listen_address": la}))).unwrap();
+}
+
+/// Ports and files of one trio.
+struct Trio {
+    dir: PathBuf,
+    bport: u16,
+    sport: u16,
+    pport: u16,
+    snport: u16,
+}
+
+impl Trio {
+    fn new(dir: &Path) -> Trio {
+        Trio {
+            dir: dir.into(),
+            bport: free_port(),
+            sport: free_port(),
+            pport: free_port(),
+            snport: free_port(),
+        }
+    }
+
+    fn bunker(&self) -> Daemon {
+        let d = Daemon::start(&format!("{BASE}{}", uring("BLog", &self.dir.join("bunker.log"), 64)));
+        d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{}", self.bport)}))).unwrap();
+        d.rpc("bunker_create", Some(json!({"volume": "vol0", "log_bdev": "BLog"}))).unwrap();
+        d
+    }
+
+    fn secondary(&self) -> Daemon {
+        let cfg = format!(
+            "{BASE}{}{}{}",
+            uring("SData", &self.dir.join("s-data.img"), 16),
+            uring("SStage", &self.dir.join("s-stage.log"), 64),
+            uring("SLog", &self.dir.join("s-log.log"), 64)
+        );
+        let d = Daemon::start(&cfg);
+        d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{}", self.sport)}))).unwrap();
+        let p = json!({"volume": "vol0", "data_bdev": "SData", "staging_bdev": "SStage", "log_bdev": "SLog",
+                       "bunker": format!("127.0.0.1:{}", self.bport)});
+        d.rpc("secondary_create", Some(p)).unwrap();
+        export(&d, self.snport, None);
+        d
+    }
+
+    /// The primary; ships to `ship_to` (the secondary, or a proxy in front of it) when new.
+    fn primary(&self, ship_to: u16) -> Daemon {
+        let cfg = format!(
+            "{BASE}{}{}",
+            uring("Data", &self.dir.join("p-data.img"), 16),
+            uring("Log", &self.dir.join("p-log.log"), 64)
+        );
+        let d = Daemon::start(&cfg);
+        if d.rpc("volume_get_volumes", None).unwrap().as_array().unwrap().is_empty() {
+            let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
+                           "bunker": format!("127.0.0.1:{}", self.bport), "on_bunker_loss": "local-only"});
+            d.rpc("volume_create", Some(v)).unwrap();
+            let r = json!({"volume": "vol0", "secondary": format!("127.0.0.1:{ship_to}")});
+            d.rpc("replication_create", Some(r)).unwrap();
+        }
+        export(&d, self.pport, Some("vol0"));
+        d
+    }
+}
+
+fn status(d: &Daemon) -> Value {
+    d.rpc("replication_status", None).unwrap()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_link(p: &Daemon, s: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while primary_view(p)["secondary"]["link"] != "up" {
+        assert!(
+            Instant::now() < deadline,
+            "secondary link not up: {}\nprimary log:\n{}\nsecondary log:\n{}",
+            primary_view(p),
+            p.log(),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn trid(port: u16) -> String {
+    format!("trtype:tcp traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN} hostnqn:{HOST}")
+}
+
+fn perf(port: u16, extra: &[&str]) -> std::process::Child {
+    Command::new(bin())
+        .args(["perf", "-r", &trid(port), "-q", "16", "-o", "4096", "-w", "randwrite", "--verify"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn check_ack_log(port: u16, log: &Path) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(["perf", "--check-ack-log", log.to_str().unwrap(), "-r", &trid(port), "--json"])
+        .output()
+        .unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn secondary_view(s: &Daemon) -> Value {
+    status(s)["secondaries"][0].clone()
+}
+
+fn primary_view(p: &Daemon) -> Value {
+    status(p)["primaries"][0].clone()
+}
+
+/// Shipping keeps up, the replica reaches the primary's exact contents, and a frozen replica
+/// equals the primary's volume after the prefix it reports applied.
+#[test]
+fn shipping_keeps_the_replica_identical() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let t = Trio::new(dir.path());
+    let (_b, s) = (t.bunker(), t.secondary());
+    let p = t.primary(t.sport);
+    wait_for_link(&p, &s);
+    let out = perf(t.pport, &["-t", "2"]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let committed = primary_view(&p)["committed"].as_u64().unwrap();
+    wait_for("the replica to apply everything", 30, || {
+        secondary_view(&s)["applied"].as_u64() >= Some(committed)
+    });
+    wait_for("the primary to see no lag", 5, || primary_view(&p)["secondary"]["lag_bytes"] == 0);
+    let r = s.rpc("secondary_freeze", Some(json!({"volume": "vol0"}))).unwrap();
+    assert!(r["applied"].as_u64() >= Some(committed), "{r}");
+    let (a, b) =
+        (std::fs::read(t.dir.join("p-data.img")).unwrap(), std::fs::read(t.dir.join("s-data.img")).unwrap());
+    assert!(a == b, "replica differs from the primary after applying everything");
+    s.rpc("secondary_freeze", Some(json!({"volume": "vol0", "frozen": false}))).unwrap();
+    assert!(secondary_view(&s)["entries_applied"].as_u64() > Some(1000), "{}", secondary_view(&s));
+}
+
+/// One kill + failover: returns bytes pulled from the bunker.
+fn kill_and_fail_over(iter: u32, throttle: bool, rng: &mut ferrite::rng::Rng) -> u64 {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let t = Trio::new(dir.path());
+    let (_b, s) = (t.bunker(), t.secondary());
+    let mut cfg =
+        ProxyConfig::new("127.0.0.1:0".parse().unwrap(), format!("127.0.0.1:{}", t.sport).parse().unwrap());
+    if throttle {
+        cfg.rate = Some(mbit(4.0));
+    }
+    let proxy = Proxy::start(cfg).unwrap();
+    let mut p = t.primary(proxy.local_addr().port());
+    wait_for_link(&p, &s);
+    let ack = t.dir.join("ack.log");
+    let run = perf(t.pport, &["-t", "60", "--ack-log", ack.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(400 + rng.below(1200)));
+    let lag = primary_view(&p)["secondary"]["lag_bytes"].as_u64().unwrap_or(0);
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(!out.status.success(), "perf must fail when the primary dies");
+    let f = json!({"volume": "vol0", "nqn": NQN});
+    let report = s
+        .rpc("volume_failover", Some(f))
+        .unwrap_or_else(|e| panic!("iteration {iter}: failover: {e:?}\n{}", s.log()));
+    let (ok, text) = check_ack_log(t.snport, &ack);
+    assert!(ok, "iteration {iter}: acknowledged writes lost after failover ({report}):\n{text}");
+    let v = s.rpc("volume_get_volumes", None).unwrap();
+    assert_eq!(v[0]["status"]["epoch"], report["epoch"], "{v}");
+    eprintln!("iteration {iter}: lag at kill {lag} B, failover {report}");
+    drop(proxy);
+    report["bytes_from_bunker"].as_u64().unwrap()
+}
+
+/// SIGKILL the primary at random moments, fail over through the bunker, every acknowledged
+/// write is on the new primary; half the runs throttle shipping so the tail comes from the
+/// bunker.
+#[test]
+fn failover_through_the_bunker_loses_no_acknowledged_write() {
+    let iterations: u32 =
+        std::env::var("FERRITE_FAILOVER_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let mut rng = ferrite::rng::Rng::new(0xFA11_0BE5);
+    let mut pulled = 0;
+    for iter in 0..iterations {
+        pulled += kill_and_fail_over(iter, iter % 2 == 1, &mut rng);
+    }
+    assert!(pulled > 1 << 20, "throttled runs should pull their tail from the bunker (pulled {pulled} B)");
+}
+
+/// After a failover the old primary comes back on its old epoch: the bunker fences it and it
+/// accepts no write (nor read).
+#[test]
+fn a_stale_primary_never_accepts_a_write() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let t = Trio::new(dir.path());
+    let (_b, s) = (t.bunker(), t.secondary());
+    let mut p = t.primary(t.sport);
+    wait_for_link(&p, &s);
+    let out = perf(t.pport, &["-t", "1"]).wait_with_output().unwrap();
+    assert!(out.status.success());
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    s.rpc("volume_failover", Some(json!({"volume": "vol0", "nqn": NQN}))).unwrap();
+    let p2 = t.primary(t.sport);
+    wait_for("the old primary to learn it is fenced", 10, || primary_view(&p2)["fenced"] == true);
+    let out = perf(t.pport, &["-t", "1"]).wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the stale primary served I/O:\n{text}");
+    assert!(primary_view(&p2)["alarm"].as_str().unwrap_or("").contains("fenced"), "{}", primary_view(&p2));
+    let st = p2.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap();
+    assert_eq!(st["status"]["writes"], 0, "the stale primary acknowledged writes: {st}");
+}
