@@ -241,8 +241,11 @@ impl Applier {
     fn commit_step(&mut self, now: Nanos) -> bool {
         let applied = self.applied();
         let published = self.sec.staging.state.lock().expect("bunker state").applied;
-        if !matches!(self.commit, Commit::Idle) || applied <= published || now < self.next_commit {
+        if !matches!(self.commit, Commit::Idle) || applied <= published {
             return false;
+        }
+        if now < self.next_commit {
+            return true; // keep polling: the commit is due within COMMIT_EVERY
         }
         self.next_commit = now + COMMIT_EVERY;
         let io = BdevIo {

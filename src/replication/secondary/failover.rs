@@ -173,6 +173,8 @@ fn pull(
                 bytes += data.len() as u64;
                 let mut st = sec.staging.state.lock().expect("bunker state");
                 st.durable_end = st.durable_end.max(pos);
+                drop(st);
+                sec.wake_applier();
             }
             Msg::HeartbeatAck { .. } | Msg::Ack { .. } => {}
             other => {
@@ -220,6 +222,7 @@ fn apply_all(sec: &Secondary) -> Result<u64, String> {
         if st.applied >= st.durable_end {
             break;
         }
+        sec.wake_applier();
         if Instant::now() > deadline {
             return Err(format!("applying did not finish: applied {} of {}", st.applied, st.durable_end));
         }

@@ -57,6 +57,15 @@ pub struct Secondary {
     pub held: AtomicBool,
 }
 
+impl Secondary {
+    /// Rings the applier's reactor (after the control plane moved the staging end).
+    pub fn wake_applier(&self) {
+        if let Some(w) = self.staging.waker.lock().expect("waker").as_ref() {
+            w.ring_doorbell_if_sleeping();
+        }
+    }
+}
+
 /// What `replication_status` shows of a secondary.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SecondaryState {
@@ -170,6 +179,7 @@ pub fn freeze(sec: &Secondary, on: bool) -> Result<u64, String> {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !sec.held.load(Ordering::Acquire) {
+        sec.wake_applier();
         if std::time::Instant::now() > deadline {
             sec.hold.store(false, Ordering::Release);
             return Err("the applier did not reach a consistent point within 30 s".into());

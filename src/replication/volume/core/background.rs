@@ -194,7 +194,8 @@ impl VolumeCore {
         }
         self.sb.setup.secondary = addr.to_string();
         self.sb_dirty = true;
-        self.ship = Some(ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb)));
+        self.ship =
+            Some(ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), self.shared.log.head()));
         tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
     }
 

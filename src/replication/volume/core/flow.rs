@@ -345,6 +345,7 @@ impl VolumeCore {
             work = true;
             match ev {
                 LinkEvent::Up { durable_end } => self.on_link_up(durable_end),
+                LinkEvent::Down { .. } if self.shared.fenced.load(std::sync::atomic::Ordering::Acquire) => {}
                 LinkEvent::Down { why } => {
                     self.alarm = Some(format!(
                         "bunker unreachable ({why}); {}",

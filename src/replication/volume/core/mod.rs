@@ -147,7 +147,8 @@ impl VolumeCore {
             };
             TcpLink::new(addr, hello)
         });
-        let ship = secondary.map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb)));
+        let ship =
+            secondary.map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb), shared.log.head()));
         if link.is_none() {
             shared.serving.store(true, std::sync::atomic::Ordering::Release);
         }

@@ -58,14 +58,15 @@ pub struct ShipStatus {
 }
 
 impl Shipper {
-    pub fn new(addr: SocketAddr, hello: Msg) -> Shipper {
+    /// A shipper for a log whose head is at `head` (nothing below it is needed).
+    pub fn new(addr: SocketAddr, hello: Msg, head: u64) -> Shipper {
         Shipper {
             link: TcpLink::new(addr, hello),
             next: 0,
             reading: None,
-            received: 0,
+            received: head,
             acked: BTreeMap::new(),
-            applied: 0,
+            applied: head,
             synced: false,
             dropped: false,
             alarm: None,
@@ -228,7 +229,7 @@ impl VolumeCore {
             dropped: sh.dropped,
             received: sh.received,
             applied: sh.applied,
-            lag_bytes: behind * sector,
+            lag_bytes: behind.saturating_mul(sector),
             lag_entries,
             lag_seconds,
             alarm: sh.alarm.clone(),
