@@ -114,3 +114,96 @@ fn bad_peer_input_is_refused_and_the_bunker_keeps_serving() {
     let list = d.rpc("bunker_get_bunkers", None).unwrap();
     assert_eq!(list[0]["state"]["epoch"], 3);
 }
+
+fn secondary() -> (Daemon, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = Daemon::start(
+        "[reactor]\ncores = [0]\n\
+         [[bdev]]\ntype = \"uring\"\nname = \"SStage\"\nfilename = \"@DIR@/s.log\"\ncreate_size_mb = 8\nblock_size = 512\n\
+         [[bdev]]\ntype = \"uring\"\nname = \"SData\"\nfilename = \"@DIR@/s.img\"\ncreate_size_mb = 4\nblock_size = 512\n\
+         [[bdev]]\ntype = \"uring\"\nname = \"SLog\"\nfilename = \"@DIR@/l.log\"\ncreate_size_mb = 8\nblock_size = 512\n",
+    );
+    d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{port}")}))).unwrap();
+    let p = json!({"volume": "v", "data_bdev": "SData", "staging_bdev": "SStage", "log_bdev": "SLog"});
+    d.rpc("secondary_create", Some(p)).unwrap();
+    (d, port)
+}
+
+/// One log entry writing `fill` to 8 blocks at `lba`, at `lsn` (512-byte sectors).
+fn entry(lsn: u64, lba: u64, fill: u8) -> Vec<u8> {
+    use ferrite::replication::format::{EntryHeader, EntryKind};
+    let data = vec![fill; 4096];
+    let mut out = vec![0u8; 512 + 4096];
+    let h = EntryHeader {
+        kind: EntryKind::Write,
+        lsn,
+        epoch: 1,
+        lba,
+        blocks: 8,
+        data_len: 4096,
+        sectors: 9,
+        data_crc: crc32c::crc32c(&data),
+    };
+    h.encode(&mut out[..512]);
+    out[512..].copy_from_slice(&data);
+    out
+}
+
+fn applied(d: &Daemon) -> serde_json::Value {
+    d.rpc("replication_status", None).unwrap()["secondaries"][0].clone()
+}
+
+/// A secondary refuses entries out of order, from a stale epoch or for an unknown volume with
+/// a reason, and applies nothing at or after an entry whose checksum is wrong.
+#[test]
+fn a_secondary_refuses_bad_shipping_and_applies_nothing_bad() {
+    let (d, port) = secondary();
+    let mut p = Peer::new(port);
+    p.send(&Msg::Hello {
+        volume: "w".into(),
+        uuid: [5; 16],
+        epoch: 1,
+        sector: 512,
+        ring_sectors: 1000,
+        head: 0,
+    });
+    p.expect_error("unknown volume");
+
+    let mut p = Peer::new(port);
+    p.send(&hello(2));
+    assert!(matches!(p.recv(), Some(Msg::HelloAck { durable_end: 0 })));
+    p.send(&Msg::Write { lsn: 9, data: entry(9, 0, 1) });
+    p.expect_error("out of order: expected LSN 0, got 9");
+
+    // In order: two good entries, then one whose data does not match its checksum.
+    let mut p = Peer::new(port);
+    p.send(&hello(2));
+    assert!(matches!(p.recv(), Some(Msg::HelloAck { .. })));
+    p.send(&Msg::Write { lsn: 0, data: entry(0, 0, 0xA1) });
+    p.send(&Msg::Write { lsn: 9, data: entry(9, 8, 0xA2) });
+    let mut bad = entry(18, 16, 0xA3);
+    bad[600] ^= 0xFF;
+    p.send(&Msg::Write { lsn: 18, data: bad });
+    p.send(&Msg::Write { lsn: 27, data: entry(27, 24, 0xA4) });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while applied(&d)["apply_error"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "the bad entry went unnoticed: {}", applied(&d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while applied(&d)["applied"] != 18 {
+        assert!(std::time::Instant::now() < deadline, "the good entries were not applied: {}", applied(&d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = applied(&d);
+    assert!(v["apply_error"].as_str().unwrap().contains("LSN 18: data checksum mismatch"), "{v}");
+    assert_eq!(v["applied"], 18, "{v}");
+    let img = std::fs::read(d.dir().join("s.img")).unwrap();
+    assert!(img[..4096].iter().all(|&b| b == 0xA1) && img[4096..8192].iter().all(|&b| b == 0xA2));
+    assert!(img[8192..16384].iter().all(|&b| b == 0), "an entry at or after the bad one was applied");
+    assert!(d.log().contains("secondary stops applying"), "no logged reason");
+
+    // A primary on an older epoch than the one seen is fenced.
+    let mut p = Peer::new(port);
+    p.send(&hello(1));
+    assert!(matches!(p.recv(), Some(Msg::Fenced { epoch: 2 })), "a stale primary must be told it is fenced");
+}

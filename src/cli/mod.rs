@@ -3,9 +3,11 @@
 //! clients of a running daemon (or, for `perf --config`, run in-process).
 
 mod bdev;
+mod demo;
 mod nvmf;
 mod perf;
 mod proxy;
+mod secondary;
 mod serve;
 mod volume;
 
@@ -59,6 +61,18 @@ pub enum Command {
     /// Bunker logs and the replication port.
     #[command(subcommand)]
     Bunker(volume::BunkerCmd),
+    /// Replica volumes on a secondary: create, freeze.
+    #[command(subcommand)]
+    Secondary(secondary::SecondaryCmd),
+    /// Asynchronous shipping from a primary to a secondary.
+    #[command(subcommand)]
+    Replication(secondary::ReplicationCmd),
+    /// Promote a secondary: pull the log tail from the bunker, apply, serve (epoch + 1).
+    Failover(secondary::FailoverArgs),
+    /// Roles, epochs, positions, lag and link states of every volume on the node.
+    Status,
+    /// Primary, bunker and secondary on loopback: write, kill the primary, fail over, check.
+    Demo(demo::DemoArgs),
     /// Reactor statistics (busy/idle per poller).
     Reactors,
     /// Load generator.
@@ -84,6 +98,11 @@ pub fn main() -> i32 {
         Command::Nvmf(cmd) => nvmf::run(&cli.rpc_socket, cmd),
         Command::Volume(cmd) => volume::run_volume(&cli.rpc_socket, cmd),
         Command::Bunker(cmd) => volume::run_bunker(&cli.rpc_socket, cmd),
+        Command::Secondary(cmd) => secondary::run_secondary(&cli.rpc_socket, cmd),
+        Command::Replication(cmd) => secondary::run_replication(&cli.rpc_socket, cmd),
+        Command::Failover(a) => secondary::run_failover(&cli.rpc_socket, a),
+        Command::Demo(a) => demo::run(a),
+        Command::Status => call(&cli.rpc_socket, "replication_status", None).map(|v| print_json(&v)),
         Command::Reactors => call(&cli.rpc_socket, "reactor_stats", None).map(|v| print_json(&v)),
         Command::Perf(args) => perf::run(&cli.rpc_socket, args),
         Command::Proxy(args) => proxy::run(args),

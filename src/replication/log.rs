@@ -153,6 +153,18 @@ impl ChangeLog {
         self.head.fetch_max(lsn, Ordering::AcqRel);
     }
 
+    /// Takes the head back to `lsn` (a new reader of the log, such as a secondary attached
+    /// after the first writes, still needs what lies above it). Only valid while every entry
+    /// from `lsn` up is intact: the caller checks `tail - lsn` leaves room in the ring.
+    pub fn lower_head(&self, lsn: u64) {
+        let tail = self.tail();
+        assert!(
+            lsn <= tail && tail - lsn < self.geo.ring_sectors,
+            "lowering the head past overwritten entries"
+        );
+        self.head.fetch_min(lsn, Ordering::AcqRel);
+    }
+
     /// Next LSN to reserve.
     pub fn tail(&self) -> u64 {
         self.tail.load(Ordering::Acquire)

@@ -192,10 +192,18 @@ impl VolumeCore {
         if self.ship.is_some() {
             return;
         }
+        // Writes may have come in since replication_create checked the volume was unwritten:
+        // ship from the log's origin, holding the head there, while those entries are intact.
+        let (log, origin) = (&self.shared.log, self.shared.origin_lsn);
+        if log.tail() - origin > self.geo.ring_sectors / 2 {
+            self.alarm =
+                Some("the secondary came too late: the volume needs an initial synchronisation".into());
+            return;
+        }
+        log.lower_head(origin);
         self.sb.setup.secondary = addr.to_string();
         self.sb_dirty = true;
-        self.ship =
-            Some(ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), self.shared.log.head()));
+        self.ship = Some(ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), origin));
         tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
     }
 

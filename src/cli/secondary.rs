@@ -1,0 +1,108 @@
+//! `ferrite secondary ...`, `ferrite replication ...`, `ferrite failover`, `ferrite status`:
+//! verbs over the secondary and shipping RPCs.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{call, print_json, CliResult};
+
+/// Secondary (replica) verbs.
+#[derive(Debug, Subcommand)]
+pub enum SecondaryCmd {
+    /// Hold a replica of VOLUME: data bdev, staging log (same size as the primary's log) and
+    /// a change log for when it is promoted.
+    Create {
+        /// Volume name (as the primary calls it).
+        volume: String,
+        /// Replica data bdev.
+        #[arg(long)]
+        data: String,
+        /// Staging log bdev.
+        #[arg(long)]
+        staging: String,
+        /// Change-log bdev used after promotion.
+        #[arg(long)]
+        log: String,
+        /// The volume's bunker (pulled from at failover), IP:PORT.
+        #[arg(long)]
+        bunker: Option<String>,
+    },
+    /// Hold the replica at a consistent point (a prefix of the primary's writes), or let it go.
+    Freeze {
+        /// Volume name.
+        volume: String,
+        /// Release instead of freezing.
+        #[arg(long)]
+        thaw: bool,
+    },
+}
+
+/// Shipping verbs on the primary.
+#[derive(Debug, Subcommand)]
+pub enum ReplicationCmd {
+    /// Ship VOLUME asynchronously to a secondary (attach it before the volume's first write).
+    Create {
+        /// Volume name.
+        volume: String,
+        /// The secondary's replication address, IP:PORT.
+        #[arg(long)]
+        secondary: String,
+    },
+    /// Roles, epochs, positions, lag and links of every volume on the node.
+    Status,
+}
+
+/// Arguments of `ferrite failover`.
+#[derive(Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// Volume name (on the secondary).
+    volume: String,
+    /// Bunker to pull the log tail from (default: the one given at `secondary create`).
+    #[arg(long)]
+    bunker: Option<String>,
+    /// Export the promoted volume on this subsystem.
+    #[arg(long)]
+    nqn: Option<String>,
+    /// Promote even without the bunker's tail (acknowledged writes may be lost).
+    #[arg(long)]
+    force: bool,
+}
+
+/// Runs a secondary verb.
+pub fn run_secondary(socket: &Path, cmd: SecondaryCmd) -> CliResult {
+    let v = match cmd {
+        SecondaryCmd::Create { volume, data, staging, log, bunker } => call(
+            socket,
+            "secondary_create",
+            Some(
+                json!({"volume": volume, "data_bdev": data, "staging_bdev": staging, "log_bdev": log, "bunker": bunker}),
+            ),
+        )?,
+        SecondaryCmd::Freeze { volume, thaw } => {
+            call(socket, "secondary_freeze", Some(json!({"volume": volume, "frozen": !thaw})))?
+        }
+    };
+    print_json(&v);
+    Ok(())
+}
+
+/// Runs a replication verb.
+pub fn run_replication(socket: &Path, cmd: ReplicationCmd) -> CliResult {
+    let v = match cmd {
+        ReplicationCmd::Create { volume, secondary } => {
+            call(socket, "replication_create", Some(json!({"volume": volume, "secondary": secondary})))?
+        }
+        ReplicationCmd::Status => call(socket, "replication_status", None)?,
+    };
+    print_json(&v);
+    Ok(())
+}
+
+/// `ferrite failover VOLUME`: the manual update initiation.
+pub fn run_failover(socket: &Path, a: FailoverArgs) -> CliResult {
+    let p = json!({"volume": a.volume, "bunker": a.bunker, "nqn": a.nqn, "force": a.force});
+    print_json(&call(socket, "volume_failover", Some(p))?);
+    Ok(())
+}
