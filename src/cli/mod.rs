@@ -69,6 +69,8 @@ pub enum Command {
     Replication(secondary::ReplicationCmd),
     /// Promote a secondary: pull the log tail from the bunker, apply, serve (epoch + 1).
     Failover(secondary::FailoverArgs),
+    /// Swap primary and secondary on purpose: drain, promote the secondary, demote this node.
+    Migrate(secondary::MigrateArgs),
     /// Roles, epochs, positions, lag and link states of every volume on the node.
     Status,
     /// Primary, bunker and secondary on loopback: write, kill the primary, fail over, check.
@@ -102,6 +104,7 @@ pub fn main() -> i32 {
         Command::Replication(cmd) => secondary::run_replication(&cli.rpc_socket, cmd),
         Command::Failover(a) => secondary::run_failover(&cli.rpc_socket, a),
         Command::Demo(a) => demo::run(a),
+        Command::Migrate(a) => secondary::run_migrate(&cli.rpc_socket, a),
         Command::Status => call(&cli.rpc_socket, "replication_status", None).map(|v| print_json(&v)),
         Command::Reactors => call(&cli.rpc_socket, "reactor_stats", None).map(|v| print_json(&v)),
         Command::Perf(args) => perf::run(&cli.rpc_socket, args),

@@ -106,3 +106,44 @@ pub fn run_failover(socket: &Path, a: FailoverArgs) -> CliResult {
     print_json(&call(socket, "volume_failover", Some(p))?);
     Ok(())
 }
+
+/// Arguments of `ferrite migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Volume name.
+    volume: String,
+    /// Control socket of the secondary that becomes the primary.
+    #[arg(long)]
+    to: std::path::PathBuf,
+    /// Bdev on this node (the primary) that becomes its staging log.
+    #[arg(long)]
+    staging: String,
+    /// This node's replication address (IP:PORT, already listening), which the new primary
+    /// ships to.
+    #[arg(long)]
+    secondary_addr: String,
+    /// Export the volume on the new primary under this subsystem.
+    #[arg(long)]
+    nqn: Option<String>,
+}
+
+/// `ferrite migrate VOLUME`: drain here, promote there, demote here, ship back here.
+pub fn run_migrate(socket: &Path, a: MigrateArgs) -> CliResult {
+    let t0 = std::time::Instant::now();
+    let drained = call(socket, "volume_drain", Some(json!({"volume": a.volume})))?;
+    let end = drained["end"].as_u64().ok_or("volume_drain gave no end")?;
+    let promoted =
+        call(&a.to, "volume_failover", Some(json!({"volume": a.volume, "nqn": a.nqn, "end": end})));
+    let promoted = match promoted {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = call(socket, "volume_drain", Some(json!({"volume": a.volume, "drain": false})));
+            return Err(format!("promotion failed ({e}); writes resumed on this node"));
+        }
+    };
+    call(socket, "volume_demote", Some(json!({"volume": a.volume, "staging_bdev": a.staging})))?;
+    call(&a.to, "replication_create", Some(json!({"volume": a.volume, "secondary": a.secondary_addr})))?;
+    print_json(&json!({"volume": a.volume, "drained_at": end, "drain_ms": drained["drain_ms"],
+                       "epoch": promoted["epoch"], "total_ms": t0.elapsed().as_millis() as u64}));
+    Ok(())
+}

@@ -43,6 +43,8 @@ pub struct BunkerState {
     pub applied: u64,
     /// Secondary role: why applying stopped, if it did.
     pub apply_error: Option<String>,
+    /// How many times a new log replaced the one held (the applier restarts from `applied`).
+    pub resets: u64,
     #[serde(skip)]
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
@@ -260,12 +262,17 @@ impl BunkerConn {
                 self.framed.queue(&Msg::Fenced { epoch: st.epoch });
                 return Err(format!("stale epoch {epoch}: this volume is at epoch {}", st.epoch));
             }
-            if st.uuid_raw != uuid {
+            // A staging log meets a new primary's log (each promotion starts a fresh LSN
+            // space at a higher epoch): what it held belongs to the old one.
+            let new_log = vol.staging && epoch > st.epoch && st.epoch > 0;
+            if st.uuid_raw != uuid || new_log {
                 *st = BunkerState {
                     uuid: uuid::Uuid::from_bytes(uuid).to_string(),
                     uuid_raw: uuid,
                     durable_end: head,
                     head,
+                    applied: head,
+                    resets: st.resets + 1,
                     ..BunkerState::default()
                 };
             }

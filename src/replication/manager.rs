@@ -104,6 +104,7 @@ fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), Stri
         log,
         home.mailbox().clone(),
         opened.sb.setup.origin_lsn,
+        (cfg.data.name(), cfg.log.name()),
     ));
     let (c, s, sb, pool) = (cfg.clone(), shared.clone(), opened.sb.clone(), app.pool.clone());
     home.call(move |cx| {

@@ -9,6 +9,7 @@ pub mod bunker;
 pub mod format;
 pub mod log;
 pub mod manager;
+pub mod migrate;
 pub mod recovery;
 pub mod secondary;
 pub mod volume;

@@ -1,6 +1,6 @@
 //! Secondary and shipping methods (stable names): on the secondary `secondary_create`,
-//! `volume_failover`, `secondary_freeze`; on the primary `replication_create`; on any node
-//! `replication_status`.
+//! `volume_failover`, `secondary_freeze`; on the primary `replication_create`, and for a
+//! migration `volume_drain` and `volume_demote`; on any node `replication_status`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::{params, Handler, RpcError, RpcResult};
 use crate::app::App;
+use crate::replication::migrate;
 use crate::replication::secondary::{self, failover};
 
 /// The methods.
@@ -20,7 +21,38 @@ pub const METHODS: &[(&str, Handler)] = &[
     ("volume_failover", volume_failover),
     ("secondary_freeze", secondary_freeze),
     ("replication_status", replication_status),
+    ("volume_drain", volume_drain),
+    ("volume_demote", volume_demote),
 ];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Drain {
+    volume: String,
+    #[serde(default = "yes")]
+    drain: bool,
+}
+
+fn volume_drain(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: Drain = params(p)?;
+    let d = migrate::drain(app, &p.volume, p.drain).map_err(RpcError::invalid)?;
+    Ok(d.map_or(json!({"volume": p.volume, "draining": false}), |d| {
+        serde_json::to_value(d).expect("serialisable")
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Demote {
+    volume: String,
+    staging_bdev: String,
+}
+
+fn volume_demote(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: Demote = params(p)?;
+    migrate::demote(app, &p.volume, &p.staging_bdev).map_err(RpcError::invalid)?;
+    Ok(json!(true))
+}
 
 fn addr(s: &str) -> Result<SocketAddr, RpcError> {
     s.parse().map_err(|_| RpcError::invalid_params(format!("{s:?} is not IP:PORT")))
@@ -62,9 +94,9 @@ fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     if v.status.lock().expect("status lock").secondary.is_some() {
         return Err(RpcError::exists(format!("volume {} already ships to a secondary", p.volume)));
     }
-    if v.log.tail() != v.origin_lsn {
+    if v.log.tail() - v.origin_lsn > v.log.geometry().ring_sectors / 2 {
         return Err(RpcError::invalid(format!(
-            "volume {} has been written since it was created; initial synchronisation of a used volume is not implemented yet, so attach the secondary before the first write",
+            "volume {} has been written beyond what its log still holds; initial synchronisation of a used volume is not implemented yet, so attach the secondary before the first writes",
             p.volume
         )));
     }
@@ -81,6 +113,7 @@ struct Failover {
     nqn: Option<String>,
     #[serde(default)]
     force: bool,
+    end: Option<u64>,
 }
 
 fn volume_failover(app: &Arc<App>, p: Option<Value>) -> RpcResult {
@@ -93,6 +126,7 @@ fn volume_failover(app: &Arc<App>, p: Option<Value>) -> RpcResult {
         bunker: p.bunker.as_deref().map(addr).transpose()?,
         nqn: p.nqn,
         force: p.force,
+        end: p.end,
     };
     let report = failover::failover(app, &sec, &req).map_err(RpcError::invalid)?;
     Ok(serde_json::to_value(report).expect("serialisable"))

@@ -63,6 +63,8 @@ pub struct Applier {
     next_commit: Nanos,
     generation: u64,
     failed: bool,
+    /// The staging state's reset count this applier follows.
+    resets: u64,
     done: Vec<IoCompletion>,
     watched: bool,
 }
@@ -88,20 +90,23 @@ impl Applier {
             next_commit: 0,
             generation: 2,
             failed: false,
+            resets: 0,
             done: Vec::new(),
             watched: false,
         })
     }
 
-    /// Learns the ring geometry once a primary has attached (or the staging log resumed).
+    /// Learns the ring geometry and start once a primary has attached (or the staging log
+    /// resumed), and again whenever a new primary's log replaces the one held.
     fn geometry(&mut self) -> Option<LogGeometry> {
-        if self.geo.is_none() {
-            let st = self.sec.staging.state.lock().expect("bunker state");
-            if st.ring_sectors > 0 {
-                self.geo =
-                    Some(LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors });
-                (self.read_pos, self.parse_lsn) = (st.applied, st.applied);
-            }
+        let st = self.sec.staging.state.lock().expect("bunker state");
+        let stale = self.geo.is_none() || st.resets != self.resets;
+        if stale && st.ring_sectors > 0 && self.inflight.is_empty() && !self.reading {
+            self.geo = Some(LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors });
+            (self.read_pos, self.parse_lsn, self.resets) = (st.applied, st.applied, st.resets);
+            self.bytes.clear();
+            self.ops.clear();
+            self.failed = false;
         }
         self.geo
     }
@@ -351,6 +356,12 @@ impl Poller for Applier {
     }
 
     fn poll(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
+        if self.sec.retired.load(Ordering::Acquire) && self.inflight.is_empty() && !self.reading {
+            for fd in self.staging.wake_fds().into_iter().chain(self.data.wake_fds()) {
+                cx.unwatch_fd(fd);
+            }
+            return PollStatus::Done;
+        }
         self.watch(cx);
         let Some(geo) = self.geometry() else { return PollStatus::Idle };
         let mut work = self.reap(geo);

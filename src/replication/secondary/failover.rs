@@ -58,6 +58,9 @@ pub struct FailoverRequest {
     pub nqn: Option<String>,
     /// Promote even if the bunker cannot be reached (acknowledged writes may be lost).
     pub force: bool,
+    /// Planned (migration): the primary drained up to this LSN, which this secondary must
+    /// hold already; the bunker is then only told the new epoch.
+    pub end: Option<u64>,
 }
 
 /// Runs a failover of `sec` to completion.
@@ -98,6 +101,12 @@ fn run(
         if st.ring_sectors == 0 {
             return Err("no primary ever shipped to this secondary: nothing to fail over".into());
         }
+        if let Some(end) = req.end.filter(|&e| st.durable_end < e) {
+            return Err(format!(
+                "planned failover: the primary drained to LSN {end} but this secondary holds only up to {}",
+                st.durable_end
+            ));
+        }
         st.epoch += 1;
         let geo = LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors };
         (st.epoch, geo, st.uuid_raw(), st.durable_end)
@@ -113,6 +122,7 @@ fn run(
         }
         Some(Err(e)) if !req.force => return Err(format!("{e}; the volume is fenced at epoch {epoch}: retry, or pass \"force\": true to promote without the bunker's tail")),
         Some(Err(e)) => report.bunker = Some(format!("not reached ({e}); promoted without its tail")),
+        None if req.end.is_some() => report.bunker = None,
         None if !req.force => return Err("no bunker known: give \"bunker\": \"IP:PORT\", or \"force\": true to promote without it".into()),
         None => report.bunker = None,
     }
@@ -235,6 +245,8 @@ fn apply_all(sec: &Secondary) -> Result<u64, String> {
 /// Turns the replica into a primary volume: its own change log, the volume's UUID, the new
 /// epoch; no bunker yet (the old one sits by the old primary).
 fn promote(app: &Arc<App>, sec: &Secondary, uuid: [u8; 16], epoch: u64) -> Result<(), String> {
+    sec.retired.store(true, Ordering::Release);
+    sec.wake_applier();
     app.bunkers.remove(&sec.name);
     sec.staging.state.lock().expect("bunker state").attached = false;
     for b in [&sec.data, &sec.log] {
@@ -251,7 +263,5 @@ fn promote(app: &Arc<App>, sec: &Secondary, uuid: [u8; 16], epoch: u64) -> Resul
         secondary: None,
         identity: Some((uuid, epoch)),
     };
-    manager::create_volume(app, cfg).map(|_| ()).inspect_err(|_| {
-        sec.hold.store(false, Ordering::Release);
-    })
+    manager::create_volume(app, cfg).map(|_| ())
 }

@@ -55,6 +55,8 @@ pub struct Secondary {
     pub hold: AtomicBool,
     /// The applier has stopped at a consistent point (nothing in flight).
     pub held: AtomicBool,
+    /// Promoted or replaced: the applier ends.
+    pub retired: AtomicBool,
 }
 
 impl Secondary {
@@ -110,7 +112,8 @@ pub fn create(
     log: Arc<dyn Bdev>,
     bunker: Option<SocketAddr>,
 ) -> Result<Arc<Secondary>, String> {
-    if app.secondaries.get(name).is_some() || app.replication.volume(name).is_some() {
+    let promoted = app.secondaries.get(name).filter(|s| s.retired.load(Ordering::Acquire));
+    if (app.secondaries.get(name).is_some() && promoted.is_none()) || app.replication.volume(name).is_some() {
         return Err(format!("volume {name:?} already exists on this node"));
     }
     if staging.block_size() as usize > app.pool.buf_size() {
@@ -141,6 +144,7 @@ pub fn create(
         state: Mutex::new(SecondaryState { role: "replica".into(), ..Default::default() }),
         hold: AtomicBool::new(false),
         held: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
     });
     start_applier(app, &sec).inspect_err(|_| {
         app.bunkers.remove(name);

@@ -148,6 +148,11 @@ pub struct VolumeShared {
     pub secondary_req: Mutex<Option<SocketAddr>>,
     /// The log's first LSN when formatted (a volume never written still has it as its tail).
     pub origin_lsn: u64,
+    /// Migration: new writes are held (queued) until the volume is demoted or released.
+    pub draining: AtomicBool,
+    /// Names of the data and change-log bdevs.
+    pub data_bdev: String,
+    pub log_bdev: String,
     /// Writes refused after stop.
     pub refused: AtomicU64,
     /// Set by `volume_delete`: the home poller ends once idle.
@@ -162,6 +167,7 @@ impl VolumeShared {
         log: Arc<ChangeLog>,
         home: Arc<Mailbox>,
         origin_lsn: u64,
+        bdevs: (&str, &str),
     ) -> VolumeShared {
         VolumeShared {
             name: name.to_string(),
@@ -176,6 +182,9 @@ impl VolumeShared {
             serving: AtomicBool::new(false),
             secondary_req: Mutex::new(None),
             origin_lsn,
+            draining: AtomicBool::new(false),
+            data_bdev: bdevs.0.to_string(),
+            log_bdev: bdevs.1.to_string(),
             refused: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
         }
@@ -267,6 +276,7 @@ impl BackendChannel for VolChannel {
             }
             IoType::Read
                 if self.shared.serving.load(Ordering::Acquire)
+                    && !self.shared.draining.load(Ordering::Acquire)
                     && !self.shared.pending.overlaps(io.offset_blocks, io.num_blocks) =>
             {
                 self.data.submit(io)

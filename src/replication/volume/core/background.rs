@@ -208,7 +208,7 @@ impl VolumeCore {
     }
 
     fn fail_waiting(&mut self) {
-        if self.shared.fenced.load(Ordering::Acquire) {
+        if self.shared.fenced.load(Ordering::Acquire) || self.shared.deleted.load(Ordering::Acquire) {
             for req in self.reads.drain(..) {
                 let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };
                 let _ = req.reply.push(c);

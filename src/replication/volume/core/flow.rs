@@ -7,7 +7,7 @@ impl VolumeCore {
     /// over go to their own queue.
     pub(super) fn intake(&mut self, now: Nanos) -> bool {
         let mut work = false;
-        if !self.confirmed {
+        if !self.confirmed || self.shared.draining.load(std::sync::atomic::Ordering::Acquire) {
             return false;
         }
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
@@ -58,7 +58,8 @@ impl VolumeCore {
     /// to the data bdev.
     pub(super) fn serve_reads(&mut self) -> bool {
         let mut work = false;
-        if !self.confirmed {
+        // Draining for a migration: the secondary may be serving writes soon; no stale read.
+        if !self.confirmed || self.shared.draining.load(std::sync::atomic::Ordering::Acquire) {
             return false;
         }
         while let Some(front) = self.reads.front() {

@@ -1,0 +1,99 @@
+//! Planned role changes (migration: primary and secondary swap on purpose, nothing lost, no
+//! stale read). Control plane, blocking:
+//!
+//! 1. `drain` on the primary: new writes are held (queued, not refused) and the call returns
+//!    once every write answered so far is committed, shipped and applied by the secondary;
+//! 2. `volume_failover` on the secondary with the drained end (`end`): it refuses unless it
+//!    holds everything up to there, pulls nothing, bumps the epoch and serves;
+//! 3. `demote` on the old primary: its namespaces are removed (held writes are aborted, so
+//!    hosts retry on the new primary), the volume stops, and the node becomes a secondary of
+//!    the same volume on its data bdev, a staging bdev and its old log bdev;
+//! 4. `replication_create` on the new primary, towards the old one.
+//!
+//! `ferrite migrate` runs the four steps against two nodes' control sockets.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{manager, secondary};
+use crate::app::App;
+
+/// How long a drain may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a drained volume stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drained {
+    /// Every write below is committed and applied on the secondary.
+    pub end: u64,
+    /// The primary's epoch.
+    pub epoch: u64,
+    /// How long the drain took (ms).
+    pub drain_ms: u64,
+}
+
+/// Holds new writes on `name` (or, with `on == false`, lets them go again) and waits until
+/// the secondary has applied everything written so far.
+pub fn drain(app: &Arc<App>, name: &str, on: bool) -> Result<Option<Drained>, String> {
+    let v = app.replication.volume(name).ok_or_else(|| format!("volume {name:?} not found"))?;
+    v.draining.store(on, Ordering::Release);
+    v.wake_home();
+    if !on {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    loop {
+        let (tail, committed) = (v.log.tail(), v.log.committed());
+        let st = v.status.lock().expect("status lock").clone();
+        let Some(sec) = st.secondary.as_ref() else {
+            v.draining.store(false, Ordering::Release);
+            return Err(format!("volume {name:?} has no secondary to migrate to"));
+        };
+        if tail == committed && sec.synced && sec.applied >= committed && st.committed == committed {
+            let drain_ms = started.elapsed().as_millis() as u64;
+            return Ok(Some(Drained { end: committed, epoch: st.epoch, drain_ms }));
+        }
+        if started.elapsed() > DRAIN_TIMEOUT {
+            v.draining.store(false, Ordering::Release);
+            return Err(format!(
+                "drain timed out: committed {committed} of {tail}, secondary applied {} (link {})",
+                sec.applied, sec.link
+            ));
+        }
+        v.wake_home();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Turns a drained (or fenced) primary into a secondary of the same volume.
+pub fn demote(app: &Arc<App>, name: &str, staging_bdev: &str) -> Result<(), String> {
+    let v = app.replication.volume(name).ok_or_else(|| format!("volume {name:?} not found"))?;
+    if !v.draining.load(Ordering::Acquire) && !v.fenced.load(Ordering::Acquire) {
+        return Err(format!("volume {name:?} is neither drained nor fenced: drain it first"));
+    }
+    let staging = app.bdevs.get(staging_bdev).map_err(|e| e.to_string())?;
+    let data = app.bdevs.get(&v.data_bdev).map_err(|e| e.to_string())?;
+    let log = app.bdevs.get(&v.log_bdev).map_err(|e| e.to_string())?;
+    unexport(app, name);
+    manager::delete_volume(app, name)?;
+    secondary::create(app, name, data, staging, log, None).map(|_| ())
+}
+
+/// Removes every namespace backed by `bdev` (hosts are told; their I/O moves elsewhere).
+fn unexport(app: &App, bdev: &str) {
+    for s in app.nvmf.subsystems() {
+        let nsids: Vec<u32> =
+            s.config().namespaces.values().filter(|n| n.bdev.name() == bdev).map(|n| n.nsid).collect();
+        for nsid in &nsids {
+            if let Ok(ns) = s.remove_namespace(*nsid) {
+                app.bdevs.release(ns.bdev.name());
+            }
+        }
+        if !nsids.is_empty() {
+            app.nvmf.namespaces_changed(&s.nqn, &nsids);
+        }
+    }
+}
