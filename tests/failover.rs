@@ -381,3 +381,93 @@ fn migration_back_and_forth_loses_nothing() {
     );
     assert!(x == y, "the volumes differ after five migrations");
 }
+
+/// Failback: the old primary wrote a tail that reached neither the bunker (dead) nor the
+/// secondary (shipping paused); after a forced failover and new writes on the new primary, the
+/// old primary rejoins as secondary. Exactly its divergent blocks are resent (the rest comes
+/// from the new primary's log), and the volumes end identical.
+#[test]
+fn failback_resends_only_the_divergent_blocks() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let t = Trio::new(dir.path());
+    let (mut b, s) = (t.bunker(), t.secondary());
+    let proxy = Proxy::start(ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("127.0.0.1:{}", t.sport).parse().unwrap(),
+    ))
+    .unwrap();
+    let (rp, proxy_port) = (free_port(), proxy.local_addr().port());
+    let primary = |fresh: bool| {
+        let cfg = format!(
+            "{BASE}{}{}{}",
+            uring("Data", &t.dir.join("p-data.img"), 16),
+            uring("Log", &t.dir.join("p-log.log"), 64),
+            uring("Stage", &t.dir.join("p-stage.log"), 64)
+        );
+        let d = Daemon::start(&cfg);
+        d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{rp}")}))).unwrap();
+        if fresh {
+            let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
+                           "bunker": format!("127.0.0.1:{}", t.bport), "on_bunker_loss": "local-only"});
+            d.rpc("volume_create", Some(v)).unwrap();
+            let r = json!({"volume": "vol0", "secondary": format!("127.0.0.1:{proxy_port}")});
+            d.rpc("replication_create", Some(r)).unwrap();
+            export(&d, t.pport, Some("vol0"));
+        }
+        d
+    };
+    let mut p = primary(true);
+    wait_for_link(&p, &s);
+    assert!(perf(t.pport, &["-t", "1"]).wait_with_output().unwrap().status.success());
+    let committed = primary_view(&p)["committed"].as_u64().unwrap();
+    wait_for("the secondary to catch up", 20, || secondary_view(&s)["applied"].as_u64() >= Some(committed));
+    // The divergent tail: shipping stalls, the bunker dies, the primary goes on alone.
+    proxy.pause();
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    let out = perf(t.pport, &["-t", "1"]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    drop(proxy);
+    let report =
+        s.rpc("volume_failover", Some(json!({"volume": "vol0", "nqn": NQN, "force": true}))).unwrap();
+    assert_eq!(report["bytes_from_bunker"], 0, "{report}");
+    // New writes on the new primary, then the old primary comes back (unconfirmed: its bunker
+    // is gone) and fails back.
+    assert!(perf(t.snport, &["-t", "1"]).wait_with_output().unwrap().status.success());
+    let p2 = primary(false);
+    let out = p2.cli(&[
+        "failback",
+        "vol0",
+        "--primary",
+        s.socket.to_str().unwrap(),
+        "--staging",
+        "Stage",
+        "--secondary-addr",
+        &format!("127.0.0.1:{rp}"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failback failed:\n{text}\n{}", p2.log());
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let divergent = plan["divergent_blocks"].as_u64().unwrap();
+    assert!(divergent > 0, "the test should leave a divergent tail: {plan}");
+    let sv = || s.rpc("replication_status", None).unwrap()["primaries"][0]["secondary"].clone();
+    wait_for("the resync to complete", 30, || sv()["resync_done"] == true);
+    let committed = s.rpc("replication_status", None).unwrap()["primaries"][0]["committed"].as_u64().unwrap();
+    wait_for("the old primary to apply the new primary's log", 30, || {
+        p2.rpc("replication_status", None).unwrap()["secondaries"][0]["applied"].as_u64() >= Some(committed)
+    });
+    let v = sv();
+    assert_eq!(
+        v["resync_blocks_sent"].as_u64(),
+        Some(divergent),
+        "only the divergent blocks are resent: {v} {plan}"
+    );
+    assert!(divergent < 32768 / 2, "a full copy is not a failback: {divergent} blocks");
+    p2.rpc("secondary_freeze", Some(json!({"volume": "vol0"}))).unwrap();
+    let (x, y) =
+        (std::fs::read(t.dir.join("p-data.img")).unwrap(), std::fs::read(t.dir.join("s-data.img")).unwrap());
+    assert!(x == y, "the volumes differ after failback ({plan})");
+    eprintln!("failback: {plan}, then the log from the new primary");
+}

@@ -71,6 +71,8 @@ pub enum Command {
     Failover(secondary::FailoverArgs),
     /// Swap primary and secondary on purpose: drain, promote the secondary, demote this node.
     Migrate(secondary::MigrateArgs),
+    /// On a failed-over old primary: rejoin as secondary, resending only differing blocks.
+    Failback(secondary::FailbackArgs),
     /// Roles, epochs, positions, lag and link states of every volume on the node.
     Status,
     /// Primary, bunker and secondary on loopback: write, kill the primary, fail over, check.
@@ -105,6 +107,7 @@ pub fn main() -> i32 {
         Command::Failover(a) => secondary::run_failover(&cli.rpc_socket, a),
         Command::Demo(a) => demo::run(a),
         Command::Migrate(a) => secondary::run_migrate(&cli.rpc_socket, a),
+        Command::Failback(a) => secondary::run_failback(&cli.rpc_socket, a),
         Command::Status => call(&cli.rpc_socket, "replication_status", None).map(|v| print_json(&v)),
         Command::Reactors => call(&cli.rpc_socket, "reactor_stats", None).map(|v| print_json(&v)),
         Command::Perf(args) => perf::run(&cli.rpc_socket, args),

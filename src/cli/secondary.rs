@@ -147,3 +147,42 @@ pub fn run_migrate(socket: &Path, a: MigrateArgs) -> CliResult {
                        "epoch": promoted["epoch"], "total_ms": t0.elapsed().as_millis() as u64}));
     Ok(())
 }
+
+/// Arguments of `ferrite failback`.
+#[derive(Debug, clap::Args)]
+pub struct FailbackArgs {
+    /// Volume name.
+    volume: String,
+    /// Control socket of the new primary (the promoted secondary).
+    #[arg(long)]
+    primary: std::path::PathBuf,
+    /// Bdev on this node (the old primary) that becomes its staging log.
+    #[arg(long)]
+    staging: String,
+    /// This node's replication address (IP:PORT, already listening).
+    #[arg(long)]
+    secondary_addr: String,
+}
+
+/// `ferrite failback VOLUME`, run on the old primary: rejoin as the new primary's secondary,
+/// sending back only the blocks that differ.
+pub fn run_failback(socket: &Path, a: FailbackArgs) -> CliResult {
+    let st = call(&a.primary, "replication_status", None)?;
+    let fork = st["secondaries"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["volume"] == a.volume.as_str()))
+        .and_then(|s| s["failover"]["end"].as_u64())
+        .ok_or("the new primary has no failover on record for this volume")?;
+    let plan = call(
+        socket,
+        "volume_failback",
+        Some(json!({"volume": a.volume, "fork_lsn": fork, "staging_bdev": a.staging})),
+    )?;
+    let p = json!({"volume": a.volume, "secondary": a.secondary_addr, "resync": plan["divergent"]});
+    call(&a.primary, "replication_create", Some(p))?;
+    print_json(
+        &json!({"volume": a.volume, "fork_lsn": fork, "divergent_ranges": plan["divergent"].as_array().map_or(0, |v| v.len()),
+                       "divergent_blocks": plan["blocks"]}),
+    );
+    Ok(())
+}

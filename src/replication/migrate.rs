@@ -68,10 +68,38 @@ pub fn drain(app: &Arc<App>, name: &str, on: bool) -> Result<Option<Drained>, St
     }
 }
 
-/// Turns a drained (or fenced) primary into a secondary of the same volume.
-pub fn demote(app: &Arc<App>, name: &str, staging_bdev: &str) -> Result<(), String> {
+/// What a failback found on the old primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailbackPlan {
+    /// Volume ranges `[lba, blocks]` its log holds beyond the fork: they must be rolled back
+    /// to the new primary's content.
+    pub divergent: Vec<(u64, u64)>,
+    /// Volume blocks in them.
+    pub blocks: u64,
+}
+
+/// Failback, on the old primary (fenced, or never confirmed since its restart): finds what it
+/// wrote after `fork` (the end its successor applied at failover), and rejoins as a secondary
+/// whose log is held until the new primary has resent those blocks.
+pub fn failback(app: &Arc<App>, name: &str, fork: u64, staging_bdev: &str) -> Result<FailbackPlan, String> {
     let v = app.replication.volume(name).ok_or_else(|| format!("volume {name:?} not found"))?;
-    if !v.draining.load(Ordering::Acquire) && !v.fenced.load(Ordering::Acquire) {
+    if !v.fenced.load(Ordering::Acquire) && v.serving.load(Ordering::Acquire) {
+        return Err(format!("volume {name:?} is serving: only a fenced old primary fails back"));
+    }
+    let log = app.bdevs.get(&v.log_bdev).map_err(|e| e.to_string())?;
+    let divergent = super::volume::open::ranges_since(&log, &app.pool, fork)?;
+    let blocks = divergent.iter().map(|r| r.1).sum();
+    tracing::info!(volume = name, fork, ranges = divergent.len(), blocks, "failback: divergent tail found");
+    demote(app, name, staging_bdev, true)?;
+    Ok(FailbackPlan { divergent, blocks })
+}
+
+/// Turns a drained (or fenced) primary into a secondary of the same volume; with `resync` its
+/// log waits for the new primary's resync blocks.
+pub fn demote(app: &Arc<App>, name: &str, staging_bdev: &str, resync: bool) -> Result<(), String> {
+    let v = app.replication.volume(name).ok_or_else(|| format!("volume {name:?} not found"))?;
+    let stale = v.fenced.load(Ordering::Acquire) || !v.serving.load(Ordering::Acquire);
+    if !v.draining.load(Ordering::Acquire) && !stale {
         return Err(format!("volume {name:?} is neither drained nor fenced: drain it first"));
     }
     let staging = app.bdevs.get(staging_bdev).map_err(|e| e.to_string())?;
@@ -79,7 +107,7 @@ pub fn demote(app: &Arc<App>, name: &str, staging_bdev: &str) -> Result<(), Stri
     let log = app.bdevs.get(&v.log_bdev).map_err(|e| e.to_string())?;
     unexport(app, name);
     manager::delete_volume(app, name)?;
-    secondary::create(app, name, data, staging, log, None).map(|_| ())
+    secondary::create(app, name, data, staging, log, None, resync).map(|_| ())
 }
 
 /// Removes every namespace backed by `bdev` (hosts are told; their I/O moves elsewhere).

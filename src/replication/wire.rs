@@ -88,6 +88,20 @@ pub enum Msg {
         /// The newer epoch.
         epoch: u64,
     },
+    /// Primary → secondary (failback): volume blocks at `lba` to write as they are, before
+    /// the log is applied.
+    Block {
+        /// First volume block.
+        lba: u64,
+        /// Whole volume blocks.
+        data: Vec<u8>,
+    },
+    /// Primary → secondary: every resync Block (`blocks` in all) has been sent; the secondary
+    /// echoes it once they are all durable, and only then applies the log.
+    ResyncDone {
+        /// Volume blocks sent.
+        blocks: u64,
+    },
     /// The peer refuses something; the link closes after it.
     Error {
         /// Why.
@@ -158,6 +172,8 @@ impl Msg {
             Msg::Error { .. } => 10,
             Msg::Applied { .. } => 11,
             Msg::Fenced { .. } => 12,
+            Msg::Block { .. } => 13,
+            Msg::ResyncDone { .. } => 14,
         }
     }
 
@@ -176,8 +192,9 @@ impl Msg {
             | Msg::Heartbeat { seq: v }
             | Msg::HeartbeatAck { seq: v }
             | Msg::Applied { lsn: v }
-            | Msg::Fenced { epoch: v } => out.extend_from_slice(&v.to_le_bytes()),
-            Msg::Write { lsn, data } | Msg::ReadData { lsn, data } => {
+            | Msg::Fenced { epoch: v }
+            | Msg::ResyncDone { blocks: v } => out.extend_from_slice(&v.to_le_bytes()),
+            Msg::Write { lsn, data } | Msg::ReadData { lsn, data } | Msg::Block { lba: lsn, data } => {
                 out.extend_from_slice(&lsn.to_le_bytes());
                 put_bytes(out, data);
             }
@@ -241,6 +258,8 @@ impl Msg {
             "Error",
             "Applied",
             "Fenced",
+            "Block",
+            "ResyncDone",
         ];
         let what =
             names.get(usize::from(kind)).copied().filter(|n| !n.is_empty()).ok_or(WireError::Kind(kind))?;
@@ -264,7 +283,9 @@ impl Msg {
             9 => Msg::ReadData { lsn: r.u64()?, data: r.bytes()? },
             10 => Msg::Error { message: String::from_utf8_lossy(&r.bytes()?).into_owned() },
             11 => Msg::Applied { lsn: r.u64()? },
-            _ => Msg::Fenced { epoch: r.u64()? },
+            12 => Msg::Fenced { epoch: r.u64()? },
+            13 => Msg::Block { lba: r.u64()?, data: r.bytes()? },
+            _ => Msg::ResyncDone { blocks: r.u64()? },
         })
     }
 }
@@ -290,6 +311,8 @@ mod tests {
             Msg::Error { message: "no".into() },
             Msg::Applied { lsn: 77 },
             Msg::Fenced { epoch: 3 },
+            Msg::Block { lba: 9, data: vec![7; 512] },
+            Msg::ResyncDone { blocks: 4 },
         ];
         let mut buf = Vec::new();
         for m in &msgs {

@@ -23,7 +23,22 @@ pub const METHODS: &[(&str, Handler)] = &[
     ("replication_status", replication_status),
     ("volume_drain", volume_drain),
     ("volume_demote", volume_demote),
+    ("volume_failback", volume_failback),
 ];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Failback {
+    volume: String,
+    fork_lsn: u64,
+    staging_bdev: String,
+}
+
+fn volume_failback(app: &Arc<App>, p: Option<Value>) -> RpcResult {
+    let p: Failback = params(p)?;
+    let plan = migrate::failback(app, &p.volume, p.fork_lsn, &p.staging_bdev).map_err(RpcError::invalid)?;
+    Ok(serde_json::to_value(plan).expect("serialisable"))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +65,7 @@ struct Demote {
 
 fn volume_demote(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     let p: Demote = params(p)?;
-    migrate::demote(app, &p.volume, &p.staging_bdev).map_err(RpcError::invalid)?;
+    migrate::demote(app, &p.volume, &p.staging_bdev, false).map_err(RpcError::invalid)?;
     Ok(json!(true))
 }
 
@@ -73,7 +88,7 @@ fn secondary_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     let (data, staging, log) =
         (app.bdevs.get(&p.data_bdev)?, app.bdevs.get(&p.staging_bdev)?, app.bdevs.get(&p.log_bdev)?);
     let bunker = p.bunker.as_deref().map(addr).transpose()?;
-    secondary::create(app, &p.volume, data, staging, log, bunker).map_err(RpcError::invalid)?;
+    secondary::create(app, &p.volume, data, staging, log, bunker, false).map_err(RpcError::invalid)?;
     Ok(json!(true))
 }
 
@@ -82,6 +97,9 @@ fn secondary_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
 struct ReplicationCreate {
     volume: String,
     secondary: String,
+    /// Failback: volume ranges `[lba, blocks]` to resend before the log applies.
+    #[serde(default)]
+    resync: Vec<(u64, u64)>,
 }
 
 fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
@@ -100,7 +118,14 @@ fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
             p.volume
         )));
     }
-    *v.secondary_req.lock().expect("secondary request") = Some(to);
+    let blocks = app.bdevs.get(&p.volume)?.num_blocks();
+    if let Some(r) = p.resync.iter().find(|r| r.1 == 0 || r.0.checked_add(r.1).is_none_or(|end| end > blocks))
+    {
+        return Err(RpcError::invalid_params(format!(
+            "resync range {r:?} is empty or beyond the volume's {blocks} blocks"
+        )));
+    }
+    *v.secondary_req.lock().expect("secondary request") = Some((to, p.resync));
     v.wake_home();
     Ok(json!(true))
 }

@@ -197,6 +197,9 @@ impl Applier {
     /// Issues ops in order while they do not overlap anything in flight.
     fn issue(&mut self) -> bool {
         let mut work = false;
+        if self.sec.staging.state.lock().expect("bunker state").resync_pending {
+            return false; // failback: the resync blocks land first
+        }
         while self.inflight.len() < MAX_APPLIES && !self.sec.hold.load(Ordering::Acquire) {
             let Some(op) = self.ops.front() else { break };
             let (a, n) = (op.lba, u64::from(op.blocks));

@@ -111,6 +111,7 @@ pub fn create(
     staging: Arc<dyn Bdev>,
     log: Arc<dyn Bdev>,
     bunker: Option<SocketAddr>,
+    resync: bool,
 ) -> Result<Arc<Secondary>, String> {
     let promoted = app.secondaries.get(name).filter(|s| s.retired.load(Ordering::Acquire));
     if (app.secondaries.get(name).is_some() && promoted.is_none()) || app.replication.volume(name).is_some() {
@@ -130,11 +131,12 @@ pub fn create(
     let release = || claimed.iter().for_each(|c| app.bdevs.release(c));
     let resumed =
         staging_superblock(app, &staging).filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
-    let vol = app.bunkers.create_as(name, staging.clone(), true).inspect_err(|_| release())?;
+    let vol = app.bunkers.create_as(name, staging.clone(), Some(data.clone())).inspect_err(|_| release())?;
     if let Some(sb) = &resumed {
         *vol.state.lock().expect("bunker state") = BunkerState::resumed(sb);
         tracing::info!(volume = name, applied = sb.checkpoint_lsn, epoch = sb.epoch, "staging log resumed");
     }
+    vol.state.lock().expect("bunker state").resync_pending = resync;
     let sec = Arc::new(Secondary {
         name: name.into(),
         staging: vol,

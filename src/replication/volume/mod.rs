@@ -61,6 +61,9 @@ pub enum OnBunkerLoss {
 
 /// Most writes a volume keeps in flight (bounds recovery's hole window too).
 pub const MAX_INFLIGHT: usize = 128;
+
+/// A secondary to ship to, with the volume ranges `(lba, blocks)` to resend first (failback).
+pub type SecondaryRequest = (SocketAddr, Vec<(u64, u64)>);
 /// Capacity of the hand-over queue into the home reactor.
 pub const REQUEST_QUEUE: usize = 1024;
 
@@ -145,7 +148,7 @@ pub struct VolumeShared {
     /// Reads may be served (the bunker confirmed the epoch, or there is no bunker).
     pub serving: AtomicBool,
     /// A secondary named by `replication_create`, for the home reactor to pick up.
-    pub secondary_req: Mutex<Option<SocketAddr>>,
+    pub secondary_req: Mutex<Option<SecondaryRequest>>,
     /// The log's first LSN when formatted (a volume never written still has it as its tail).
     pub origin_lsn: u64,
     /// Migration: new writes are held (queued) until the volume is demoted or released.

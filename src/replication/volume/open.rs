@@ -269,3 +269,34 @@ fn recover(
         formatted: false,
     })
 }
+
+/// The volume ranges `(lba, blocks)` written by the log's entries from `from` (an entry
+/// boundary) to its end, merged: what a failed-over primary wrote that its successor never
+/// got (control plane only).
+pub fn ranges_since(
+    log: &std::sync::Arc<dyn crate::bdev::Bdev>,
+    pool: &DmaPool,
+    from: u64,
+) -> Result<Vec<(u64, u64)>, String> {
+    let sb = read_superblock(log, pool).ok_or_else(|| format!("{} holds no change log", log.name()))?;
+    let geo =
+        LogGeometry { sector: sb.sector_size, ring_start: sb.ring_start, ring_sectors: sb.ring_sectors };
+    let mut ch = Channel::new(log.clone()).map_err(|e| e.to_string())?;
+    let mut reader = SyncReader { ch: &mut ch, pool, geo };
+    let found = scan(&mut reader, &geo, from, sb.max_inflight_sectors).map_err(|e| e.to_string())?;
+    let mut ranges: Vec<(u64, u64)> = found
+        .entries
+        .iter()
+        .map(|e| (e.header.lba, u64::from(e.header.blocks)))
+        .filter(|r| r.1 > 0)
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (lba, n) in ranges {
+        match merged.last_mut() {
+            Some(last) if lba <= last.0 + last.1 => last.1 = last.1.max(lba + n - last.0),
+            _ => merged.push((lba, n)),
+        }
+    }
+    Ok(merged)
+}

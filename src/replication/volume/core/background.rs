@@ -168,6 +168,7 @@ impl Poller for VolumeCore {
         self.advance();
         work |= self.catch_up_step();
         work |= self.ship_step(cx.precise_now());
+        work |= self.resync_step();
         self.ship_guard();
         work |= self.maybe_checkpoint(now);
         self.publish(now);
@@ -188,7 +189,10 @@ impl Poller for VolumeCore {
 impl VolumeCore {
     /// Picks up a secondary named by `replication_create`, and records it in the superblock.
     fn take_secondary(&mut self) {
-        let Some(addr) = self.shared.secondary_req.try_lock().ok().and_then(|mut g| g.take()) else { return };
+        let Some((addr, resync)) = self.shared.secondary_req.try_lock().ok().and_then(|mut g| g.take())
+        else {
+            return;
+        };
         if self.ship.is_some() {
             return;
         }
@@ -203,7 +207,8 @@ impl VolumeCore {
         log.lower_head(origin);
         self.sb.setup.secondary = addr.to_string();
         self.sb_dirty = true;
-        self.ship = Some(ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), origin));
+        let shipper = ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), origin);
+        self.ship = Some(if resync.is_empty() { shipper } else { shipper.with_resync(resync) });
         tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
     }
 

@@ -34,6 +34,7 @@ const K_SUPER: u64 = 4;
 const K_CATCHUP: u64 = 5;
 const K_READ: u64 = 6;
 const K_SHIP: u64 = 7;
+const K_RESYNC: u64 = 8;
 const CHECKPOINT_EVERY: Nanos = 500 * NS_PER_MS;
 const STATUS_EVERY: Nanos = 100 * NS_PER_MS;
 

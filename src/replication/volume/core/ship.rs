@@ -40,6 +40,20 @@ pub(super) struct Shipper {
     /// Samples of (committed LSN, time, writes answered) to measure lag.
     samples: VecDeque<(u64, Nanos, u64)>,
     pub fd: Option<RawFd>,
+    /// Failback: blocks to resend before the secondary applies the log.
+    resync: Option<Resync>,
+}
+
+/// Failback resync from the primary's side: the old primary's divergent ranges, read from the
+/// volume and sent as `Block`s, then `ResyncDone`; everything is resent after a reconnect
+/// until the secondary echoes `ResyncDone`.
+struct Resync {
+    all: Vec<(u64, u64)>,
+    queue: VecDeque<(u64, u64)>,
+    reading: Option<(u64, u64)>,
+    sent: u64,
+    done_sent: bool,
+    confirmed: bool,
 }
 
 /// What status shows of the secondary.
@@ -55,6 +69,9 @@ pub struct ShipStatus {
     pub lag_entries: u64,
     pub lag_seconds: f64,
     pub alarm: Option<String>,
+    /// Failback: volume blocks resent, and whether the secondary has them all.
+    pub resync_blocks_sent: u64,
+    pub resync_done: Option<bool>,
 }
 
 impl Shipper {
@@ -73,7 +90,21 @@ impl Shipper {
             pending_since: None,
             samples: VecDeque::new(),
             fd: None,
+            resync: None,
         }
+    }
+
+    /// Resends `ranges` (volume blocks) as a failback resync before log shipping is applied.
+    pub fn with_resync(mut self, ranges: Vec<(u64, u64)>) -> Shipper {
+        self.resync = Some(Resync {
+            queue: ranges.iter().copied().collect(),
+            all: ranges,
+            reading: None,
+            sent: 0,
+            done_sent: false,
+            confirmed: false,
+        });
+        self
     }
 
     /// The LSN below which the secondary no longer needs the log.
@@ -111,6 +142,9 @@ impl VolumeCore {
                 );
             }
             LinkEvent::Up { durable_end } => {
+                if let Some(r) = sh.resync.as_mut().filter(|r| !r.confirmed) {
+                    (r.queue, r.sent, r.done_sent) = (r.all.iter().copied().collect(), 0, false);
+                }
                 sh.synced = true;
                 sh.alarm = None;
                 (sh.next, sh.received, sh.applied) = (durable_end, durable_end, sh.applied.max(head));
@@ -133,6 +167,16 @@ impl VolumeCore {
             }
             LinkEvent::Message(Msg::Applied { lsn }) => sh.applied = sh.applied.max(lsn),
             LinkEvent::Message(Msg::Fenced { epoch }) => self.fence(epoch),
+            LinkEvent::Message(Msg::ResyncDone { blocks }) => {
+                if let Some(r) = sh.resync.as_mut() {
+                    r.confirmed = true;
+                    tracing::info!(
+                        volume = self.shared.name,
+                        blocks,
+                        "failback resync complete on the secondary"
+                    );
+                }
+            }
             LinkEvent::Message(m) => {
                 tracing::debug!(volume = self.shared.name, ?m, "unexpected secondary message")
             }
@@ -233,7 +277,67 @@ impl VolumeCore {
             lag_entries,
             lag_seconds,
             alarm: sh.alarm.clone(),
+            resync_blocks_sent: sh.resync.as_ref().map_or(0, |r| r.sent),
+            resync_done: sh.resync.as_ref().map(|r| r.confirmed),
         })
+    }
+
+    /// Failback: reads the next divergent range from the volume, or announces the end.
+    pub(super) fn resync_step(&mut self) -> bool {
+        let per_buf = (self.pool.buf_size() / self.sb.volume_block_size.max(1) as usize) as u64;
+        let Some(sh) = self.ship.as_mut() else { return false };
+        let up = sh.synced && sh.link.state() == LinkState::Up;
+        let Some(r) = sh.resync.as_mut().filter(|r| up && !r.confirmed && r.reading.is_none()) else {
+            return false;
+        };
+        let Some((lba, n)) = r.queue.pop_front() else {
+            if !r.done_sent {
+                r.done_sent = true;
+                let blocks = r.sent;
+                sh.link.send(&Msg::ResyncDone { blocks });
+                return true;
+            }
+            return false;
+        };
+        let chunk = n.min(per_buf);
+        if chunk < n {
+            r.queue.push_front((lba + chunk, n - chunk));
+        }
+        let Some(mut buf) = self.pool.alloc() else {
+            r.queue.push_front((lba, chunk));
+            return false;
+        };
+        buf.set_len((chunk * u64::from(self.sb.volume_block_size)) as usize);
+        let io = BdevIo {
+            ty: IoType::Read,
+            offset_blocks: lba,
+            num_blocks: chunk as u32,
+            buf: Some(buf),
+            fua: false,
+            tag: tag(0, K_RESYNC),
+        };
+        if self.data_ch.submit(io).is_ok() {
+            r.reading = Some((lba, chunk));
+        } else {
+            r.queue.push_front((lba, chunk));
+        }
+        true
+    }
+
+    pub(super) fn on_resync_read(&mut self, c: IoCompletion) {
+        let Some(sh) = self.ship.as_mut() else { return };
+        let Some(r) = sh.resync.as_mut() else { return };
+        let Some((lba, n)) = r.reading.take() else { return };
+        match c.buf.filter(|_| c.status.is_success()) {
+            Some(buf) => {
+                sh.link.send(&Msg::Block { lba, data: buf.as_slice().to_vec() });
+                r.sent += n;
+            }
+            None => {
+                tracing::error!(volume = self.shared.name, lba, status = %c.status, "reading the volume for failback resync");
+                r.queue.push_front((lba, n));
+            }
+        }
     }
 
     /// A peer has seen a newer epoch: this primary is stale and stops serving the volume.

@@ -20,6 +20,8 @@ use crate::replication::log::LogGeometry;
 use crate::replication::wire::Msg;
 use crate::sys::DmaPool;
 
+mod resync;
+
 /// What the bunker knows of one volume.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct BunkerState {
@@ -45,6 +47,10 @@ pub struct BunkerState {
     pub apply_error: Option<String>,
     /// How many times a new log replaced the one held (the applier restarts from `applied`).
     pub resets: u64,
+    /// Failback: the log is not applied until the primary's resync blocks are all durable.
+    pub resync_pending: bool,
+    /// Failback: resync blocks written.
+    pub resync_blocks: u64,
     #[serde(skip)]
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
@@ -82,6 +88,8 @@ pub struct BunkerVolume {
     pub log: Arc<dyn Bdev>,
     /// A secondary's staging log (entries must arrive in order) rather than a bunker's.
     pub staging: bool,
+    /// Staging role: the replica volume (failback writes resync blocks to it).
+    pub data: Option<Arc<dyn Bdev>>,
     /// Staging role: the applier's reactor, rung when more of the log is durable.
     pub waker: Mutex<Option<Arc<crate::reactor::Mailbox>>>,
     /// Staging role: notified by the applier when the applied end moves (the connection
@@ -100,7 +108,7 @@ pub struct Bunkers {
 impl Bunkers {
     /// Registers a volume's bunker log.
     pub fn create(&self, name: &str, log: Arc<dyn Bdev>) -> Result<(), String> {
-        self.create_as(name, log, false).map(|_| ())
+        self.create_as(name, log, None).map(|_| ())
     }
 
     /// Registers a volume's bunker log, or with `staging` a secondary's staging log.
@@ -108,8 +116,9 @@ impl Bunkers {
         &self,
         name: &str,
         log: Arc<dyn Bdev>,
-        staging: bool,
+        staging: Option<Arc<dyn Bdev>>,
     ) -> Result<Arc<BunkerVolume>, String> {
+        let (data, staging) = (staging.clone(), staging.is_some());
         let mut v = self.volumes.lock().expect("bunkers lock");
         if v.contains_key(name) {
             return Err(format!("a bunker or staging log for volume {name:?} already exists"));
@@ -118,6 +127,7 @@ impl Bunkers {
             name: name.into(),
             log,
             staging,
+            data,
             waker: Mutex::new(None),
             applied_event: if staging {
                 Some(crate::sys::event::EventFd::new().map_err(|e| format!("eventfd: {e}"))?)
@@ -169,6 +179,8 @@ pub struct BunkerConn {
     next_lsn: u64,
     /// Staging role: the applied end last reported to the primary.
     applied_sent: u64,
+    /// Failback resync into the replica volume.
+    resync: resync::Resync,
     msgs: Vec<Msg>,
     done: Vec<IoCompletion>,
     closing: bool,
@@ -197,6 +209,7 @@ impl BunkerConn {
             read_busy: false,
             next_lsn: 0,
             applied_sent: 0,
+            resync: resync::Resync::default(),
             msgs: Vec::new(),
             done: Vec::new(),
             closing: false,
@@ -229,6 +242,12 @@ impl BunkerConn {
                 }
             }
             Msg::Heartbeat { seq } => self.framed.queue(&Msg::HeartbeatAck { seq }),
+            Msg::Block { lba, data } => {
+                if let Err(why) = self.resync_block(cx, lba, &data) {
+                    self.refuse(why);
+                }
+            }
+            Msg::ResyncDone { blocks } => self.resync.done = Some(blocks),
             Msg::Read { from, to } if self.att.is_some() && from <= to => self.reads.push_back((from, to)),
             other => self.refuse(format!("unexpected message {other:?}")),
         }
@@ -273,6 +292,7 @@ impl BunkerConn {
                     head,
                     applied: head,
                     resets: st.resets + 1,
+                    resync_pending: st.resync_pending,
                     ..BunkerState::default()
                 };
             }
@@ -496,6 +516,7 @@ impl Poller for BunkerConn {
         }
         self.msgs = msgs;
         work |= self.reap();
+        work |= self.resync_reap();
         work |= self.read_step();
         self.report_applied();
         let flushed = self.framed.flush();
