@@ -90,7 +90,7 @@ pub fn failback(app: &Arc<App>, name: &str, fork: u64, staging_bdev: &str) -> Re
     let divergent = super::volume::open::ranges_since(&log, &app.pool, fork)?;
     let blocks = divergent.iter().map(|r| r.1).sum();
     tracing::info!(volume = name, fork, ranges = divergent.len(), blocks, "failback: divergent tail found");
-    demote(app, name, staging_bdev, true)?;
+    demote(app, name, staging_bdev, !divergent.is_empty())?;
     Ok(FailbackPlan { divergent, blocks })
 }
 
