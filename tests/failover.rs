@@ -67,6 +67,11 @@ impl Trio {
     }
 
     fn secondary(&self) -> Daemon {
+        self.secondary_with(json!({}))
+    }
+
+    /// The secondary, with extra `secondary_create` parameters.
+    fn secondary_with(&self, extra: Value) -> Daemon {
         let cfg = format!(
             "{BASE}{}{}{}",
             uring("SData", &self.dir.join("s-data.img"), 16),
@@ -75,8 +80,9 @@ impl Trio {
         );
         let d = Daemon::start(&cfg);
         d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{}", self.sport)}))).unwrap();
-        let p = json!({"volume": "vol0", "data_bdev": "SData", "staging_bdev": "SStage", "log_bdev": "SLog",
-                       "bunker": format!("127.0.0.1:{}", self.bport)});
+        let mut p = json!({"volume": "vol0", "data_bdev": "SData", "staging_bdev": "SStage", "log_bdev": "SLog",
+                           "bunker": format!("127.0.0.1:{}", self.bport)});
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         d.rpc("secondary_create", Some(p)).unwrap();
         export(&d, self.snport, None);
         d
@@ -470,4 +476,48 @@ fn failback_resends_only_the_divergent_blocks() {
         (std::fs::read(t.dir.join("p-data.img")).unwrap(), std::fs::read(t.dir.join("s-data.img")).unwrap());
     assert!(x == y, "the volumes differ after failback ({plan})");
     eprintln!("failback: {plan}, then the log from the new primary");
+}
+
+/// auto_failover: cutting the secondary off the primary alone does nothing (the bunker still
+/// hears the primary); killing the primary promotes the secondary by itself, losing nothing.
+#[test]
+fn auto_failover_needs_both_witnesses_and_loses_nothing() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let t = Trio::new(dir.path());
+    let b = t.bunker();
+    let s = t.secondary_with(json!({"auto_failover_ms": 800, "nqn": NQN}));
+    let proxy = Proxy::start(ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("127.0.0.1:{}", t.sport).parse().unwrap(),
+    ))
+    .unwrap();
+    let mut p = t.primary(proxy.local_addr().port());
+    wait_for_link(&p, &s);
+    let ack = t.dir.join("ack.log");
+    let run = perf(t.pport, &["-t", "60", "--ack-log", ack.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        secondary_view(&s)["role"],
+        "replica",
+        "a partition from the secondary alone must not promote it"
+    );
+    proxy.heal();
+    wait_for_link(&p, &s);
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let _ = run.wait_with_output().unwrap();
+    let started = Instant::now();
+    wait_for("the automatic failover", 15, || secondary_view(&s)["role"] == "primary");
+    let took = started.elapsed();
+    let (ok, text) = check_ack_log(t.snport, &ack);
+    assert!(ok, "acknowledged writes lost in the automatic failover:\n{text}");
+    eprintln!(
+        "automatic failover {} ms after the kill: {}",
+        took.as_millis(),
+        secondary_view(&s)["failover"]
+    );
+    eprintln!("{}", s.log().lines().filter(|l| l.contains("failover")).collect::<Vec<_>>().join("\n"));
+    drop(b);
 }

@@ -102,6 +102,16 @@ pub enum Msg {
         /// Volume blocks sent.
         blocks: u64,
     },
+    /// Secondary → bunker (auto-failover): how long has the primary of `volume` been silent?
+    Watch {
+        /// Volume name.
+        volume: String,
+    },
+    /// Bunker → secondary: the answer to Watch (`u64::MAX` if no primary was ever heard).
+    Seen {
+        /// Milliseconds since the primary was last heard.
+        silent_ms: u64,
+    },
     /// The peer refuses something; the link closes after it.
     Error {
         /// Why.
@@ -174,6 +184,8 @@ impl Msg {
             Msg::Fenced { .. } => 12,
             Msg::Block { .. } => 13,
             Msg::ResyncDone { .. } => 14,
+            Msg::Watch { .. } => 15,
+            Msg::Seen { .. } => 16,
         }
     }
 
@@ -193,7 +205,9 @@ impl Msg {
             | Msg::HeartbeatAck { seq: v }
             | Msg::Applied { lsn: v }
             | Msg::Fenced { epoch: v }
-            | Msg::ResyncDone { blocks: v } => out.extend_from_slice(&v.to_le_bytes()),
+            | Msg::ResyncDone { blocks: v }
+            | Msg::Seen { silent_ms: v } => out.extend_from_slice(&v.to_le_bytes()),
+            Msg::Watch { volume } => put_bytes(out, volume.as_bytes()),
             Msg::Write { lsn, data } | Msg::ReadData { lsn, data } | Msg::Block { lba: lsn, data } => {
                 out.extend_from_slice(&lsn.to_le_bytes());
                 put_bytes(out, data);
@@ -260,6 +274,8 @@ impl Msg {
             "Fenced",
             "Block",
             "ResyncDone",
+            "Watch",
+            "Seen",
         ];
         let what =
             names.get(usize::from(kind)).copied().filter(|n| !n.is_empty()).ok_or(WireError::Kind(kind))?;
@@ -285,7 +301,9 @@ impl Msg {
             11 => Msg::Applied { lsn: r.u64()? },
             12 => Msg::Fenced { epoch: r.u64()? },
             13 => Msg::Block { lba: r.u64()?, data: r.bytes()? },
-            _ => Msg::ResyncDone { blocks: r.u64()? },
+            14 => Msg::ResyncDone { blocks: r.u64()? },
+            15 => Msg::Watch { volume: String::from_utf8_lossy(&r.bytes()?).into_owned() },
+            _ => Msg::Seen { silent_ms: r.u64()? },
         })
     }
 }
@@ -313,6 +331,8 @@ mod tests {
             Msg::Fenced { epoch: 3 },
             Msg::Block { lba: 9, data: vec![7; 512] },
             Msg::ResyncDone { blocks: 4 },
+            Msg::Watch { volume: "v".into() },
+            Msg::Seen { silent_ms: 12 },
         ];
         let mut buf = Vec::new();
         for m in &msgs {

@@ -81,6 +81,11 @@ struct SecondaryCreate {
     staging_bdev: String,
     log_bdev: String,
     bunker: Option<String>,
+    /// Promote automatically once the primary has been silent this long, here and at the
+    /// bunker.
+    auto_failover_ms: Option<u64>,
+    /// Subsystem to export on after an automatic failover.
+    nqn: Option<String>,
 }
 
 fn secondary_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
@@ -88,7 +93,17 @@ fn secondary_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     let (data, staging, log) =
         (app.bdevs.get(&p.data_bdev)?, app.bdevs.get(&p.staging_bdev)?, app.bdevs.get(&p.log_bdev)?);
     let bunker = p.bunker.as_deref().map(addr).transpose()?;
-    secondary::create(app, &p.volume, data, staging, log, bunker, false).map_err(RpcError::invalid)?;
+    if p.auto_failover_ms.is_some() && bunker.is_none() {
+        return Err(RpcError::invalid_params(
+            "auto_failover_ms needs \"bunker\": both must see the primary lost",
+        ));
+    }
+    let sec =
+        secondary::create(app, &p.volume, data, staging, log, bunker, false).map_err(RpcError::invalid)?;
+    if let Some(ms) = p.auto_failover_ms {
+        secondary::auto::watch(app, sec, std::time::Duration::from_millis(ms), p.nqn)
+            .map_err(|e| RpcError::invalid(format!("starting the auto-failover watcher: {e}")))?;
+    }
     Ok(json!(true))
 }
 

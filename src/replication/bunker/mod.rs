@@ -51,6 +51,8 @@ pub struct BunkerState {
     pub resync_pending: bool,
     /// Failback: resync blocks written.
     pub resync_blocks: u64,
+    /// When the attached primary was last heard (ms since the Unix epoch; 0: never).
+    pub heard_ms: u64,
     #[serde(skip)]
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
@@ -76,6 +78,23 @@ impl BunkerState {
     /// The volume's UUID.
     pub fn uuid_raw(&self) -> [u8; 16] {
         self.uuid_raw
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl BunkerVolume {
+    /// How long the attached primary has been silent (`u64::MAX`: never heard); 0 while a
+    /// primary is attached and talking.
+    pub fn silent_ms(&self) -> u64 {
+        let st = self.state.lock().expect("bunker state");
+        if st.heard_ms == 0 {
+            return u64::MAX;
+        }
+        now_ms().saturating_sub(st.heard_ms)
     }
 }
 
@@ -173,8 +192,13 @@ pub struct BunkerConn {
     att: Option<Attached>,
     inflight: BTreeMap<u64, (u64, u32)>,
     next_tag: u64,
+    /// Requested ranges `[from, to)`; the front one streams, `from` being the next to send.
     reads: VecDeque<(u64, u64)>,
-    read_busy: bool,
+    /// Next LSN of the front range to read.
+    read_issue: Option<u64>,
+    /// Reads done but not yet sent (they go out in LSN order).
+    read_ready: BTreeMap<u64, crate::sys::DmaBuf>,
+    reads_inflight: usize,
     /// Staging role: the LSN the next Write must start at (entries arrive in order).
     next_lsn: u64,
     /// Staging role: the applied end last reported to the primary.
@@ -187,7 +211,12 @@ pub struct BunkerConn {
     watching: Vec<std::os::fd::RawFd>,
 }
 
-const READ_TAG: u64 = u64::MAX;
+/// Tag bit of log reads (the rest of the tag is the LSN).
+const READ_BIT: u64 = 1 << 63;
+/// Tag of the superblock write.
+const SUPER_TAG: u64 = u64::MAX;
+/// Log reads in flight per streamed range.
+const READS_INFLIGHT: usize = 8;
 
 impl BunkerConn {
     /// Wraps an accepted replication connection.
@@ -206,7 +235,9 @@ impl BunkerConn {
             inflight: BTreeMap::new(),
             next_tag: 0,
             reads: VecDeque::new(),
-            read_busy: false,
+            read_issue: None,
+            read_ready: BTreeMap::new(),
+            reads_inflight: 0,
             next_lsn: 0,
             applied_sent: 0,
             resync: resync::Resync::default(),
@@ -248,6 +279,10 @@ impl BunkerConn {
                 }
             }
             Msg::ResyncDone { blocks } => self.resync.done = Some(blocks),
+            Msg::Watch { volume } => {
+                let silent_ms = self.bunkers.get(&volume).map_or(u64::MAX, |v| v.silent_ms());
+                self.framed.queue(&Msg::Seen { silent_ms });
+            }
             Msg::Read { from, to } if self.att.is_some() && from <= to => self.reads.push_back((from, to)),
             other => self.refuse(format!("unexpected message {other:?}")),
         }
@@ -350,7 +385,7 @@ impl BunkerConn {
             num_blocks: 1,
             buf: Some(buf),
             fua: true,
-            tag: READ_TAG - 1,
+            tag: SUPER_TAG,
         };
         let _ = a.ch.submit(io);
     }
@@ -415,7 +450,10 @@ impl BunkerConn {
     }
 
     fn completed(&mut self, c: IoCompletion) {
-        if c.tag == READ_TAG {
+        if c.tag == SUPER_TAG {
+            return;
+        }
+        if c.tag & READ_BIT != 0 {
             return self.read_done(c);
         }
         let Some((lsn, sectors)) = self.inflight.remove(&c.tag) else { return };
@@ -441,39 +479,58 @@ impl BunkerConn {
         }
     }
 
+    /// Streams the front requested range: several reads in flight, sent in LSN order, then an
+    /// empty ReadData at its end.
     fn read_step(&mut self) -> bool {
-        if self.read_busy || self.framed.pending() > (4 << 20) {
-            return false;
-        }
         let Some(&(from, to)) = self.reads.front() else { return false };
         let a = self.att.as_mut().expect("reads need an attachment");
-        if from >= to {
+        if from >= to && self.reads_inflight == 0 {
             self.reads.pop_front();
+            self.read_issue = None;
             self.framed.queue(&Msg::ReadData { lsn: to, data: Vec::new() });
             return true;
         }
         let per = (self.pool.buf_size() / a.geo.sector as usize) as u64;
-        let n = (to - from).min(per).min(a.geo.until_wrap(from));
-        let Some(mut buf) = self.pool.alloc() else { return false };
-        buf.set_len(n as usize * a.geo.sector as usize);
-        let io = BdevIo {
-            ty: IoType::Read,
-            offset_blocks: a.geo.block_of(from),
-            num_blocks: n as u32,
-            buf: Some(buf),
-            fua: false,
-            tag: READ_TAG,
-        };
-        self.read_busy = a.ch.submit(io).is_ok();
-        self.read_busy
+        let mut work = false;
+        loop {
+            let issue = *self.read_issue.get_or_insert(from);
+            if issue >= to || self.reads_inflight >= READS_INFLIGHT || self.framed.pending() > (16 << 20) {
+                return work;
+            }
+            let n = (to - issue).min(per).min(a.geo.until_wrap(issue));
+            let Some(mut buf) = self.pool.alloc() else { return work };
+            buf.set_len(n as usize * a.geo.sector as usize);
+            let io = BdevIo {
+                ty: IoType::Read,
+                offset_blocks: a.geo.block_of(issue),
+                num_blocks: n as u32,
+                buf: Some(buf),
+                fua: false,
+                tag: READ_BIT | issue,
+            };
+            if a.ch.submit(io).is_err() {
+                return work;
+            }
+            self.read_issue = Some(issue + n);
+            self.reads_inflight += 1;
+            work = true;
+        }
     }
 
     fn read_done(&mut self, c: IoCompletion) {
-        self.read_busy = false;
-        let (Some(front), Some(buf)) = (self.reads.front_mut(), c.buf) else { return };
-        let lsn = front.0;
-        front.0 += (buf.len() / self.att.as_ref().map_or(512, |a| a.geo.sector as usize)) as u64;
-        self.framed.queue(&Msg::ReadData { lsn, data: buf.as_slice().to_vec() });
+        self.reads_inflight -= 1;
+        let lsn = c.tag & !READ_BIT;
+        let Some(buf) = c.buf.filter(|_| c.status.is_success()) else {
+            return self.refuse(format!("reading the bunker log at LSN {lsn}: {}", c.status));
+        };
+        self.read_ready.insert(lsn, buf);
+        let sector = self.att.as_ref().map_or(512, |a| a.geo.sector as usize) as u64;
+        while let Some(front) = self.reads.front_mut() {
+            let Some(buf) = self.read_ready.remove(&front.0) else { break };
+            let at = front.0;
+            front.0 += buf.len() as u64 / sector;
+            self.framed.queue(&Msg::ReadData { lsn: at, data: buf.as_slice().to_vec() });
+        }
     }
 }
 
@@ -509,6 +566,11 @@ impl Poller for BunkerConn {
                 }
             }
         }
+        if !msgs.is_empty() {
+            if let Some(a) = self.att.as_ref() {
+                a.vol.state.lock().expect("bunker state").heard_ms = now_ms();
+            }
+        }
         for m in msgs.drain(..) {
             if !self.closing {
                 self.handle(cx, m);
@@ -521,6 +583,9 @@ impl Poller for BunkerConn {
         self.report_applied();
         let flushed = self.framed.flush();
         work |= flushed.as_ref().is_ok_and(|w| *w);
+        // Output waiting for socket room, or a range being streamed: keep polling (only
+        // readability wakes a sleeping reactor).
+        work |= flushed.is_ok() && (self.framed.pending() > 0 || !self.reads.is_empty());
         if self.closing && (self.framed.pending() == 0 || flushed.is_err()) && self.inflight.is_empty() {
             for fd in self.watching.drain(..) {
                 cx.unwatch_fd(fd);

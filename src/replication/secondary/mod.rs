@@ -18,6 +18,7 @@
 //! epoch; the bunker learns the new epoch first, so the old primary is fenced there.
 
 pub mod apply;
+pub mod auto;
 pub mod failover;
 
 use std::collections::BTreeMap;
