@@ -7,7 +7,8 @@
 #      the target core, for a malloc and a uring bdev;
 #   2. a ferrite target pinned to TARGET_CORE exporting a malloc bdev (nsid 1) and a uring bdev
 #      on a file (nsid 2), driven by `ferrite perf -r` pinned to PERF_CORE over loopback.
-#   3. the replicated change log on the same uring bdev: the namespace is removed, then a
+#   3. the replicated change log on the same uring bdev: plain writes with FUA (a durable
+#      baseline) first, then the namespace is removed, and a
 #      `local-only` volume and a `bunker-sync` volume (bunker: a second `ferrite serve` on
 #      PERF_CORE, log on its own file) are exported in turn, 4 KiB random write QD1 and QD32.
 # Rows: 4 KiB random read and write at QD1 and QD32, 128 KiB sequential write at QD8, each
@@ -177,6 +178,15 @@ TOML
   for _ in $(seq 100); do [ -S "$WORK/bunker.sock" ] && break; sleep 0.1; done
   rpc "$WORK/bunker.sock" replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}"
   rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-sync", "log_bdev": "BunkerLog"}'
+  for row in "randwrite 1 4096" "randwrite 32 4096"; do
+    # shellcheck disable=SC2086 # split the row into its fields
+    set -- $row
+    say "NVMe/TCP uring $(label "$@") with FUA (durable plain writes)"
+    # shellcheck disable=SC2086 # PERF_FLAGS is a word list
+    "$BIN" perf -r "$TRID" --nsid 2 -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 --fua $PERF_FLAGS \
+      --json > "$WORK/r.json" 2>"$WORK/perf.err" || { cat "$WORK/perf.err" >&2; exit 1; }
+    record "ferrite NVMe/TCP, uring bdev, FUA writes" "$(label "$@")" "$WORK/r.json"
+  done
   rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
   for mode in local-only bunker-sync; do
     vol=bench-$mode
@@ -224,12 +234,16 @@ for r in rows:
         print(f"- {r['setup']}, {r['workload']}: p50 {r['p50']:.1f} µs = "
               f"{r['p50'] / base:.2f}x the 4 KiB ping-pong, {r['p50'] / pp['64 B round trip']:.2f}x the 64 B one")
 plain = {r["workload"]: r for r in rows if r["setup"] == "ferrite NVMe/TCP, uring bdev"}
+durable = {r["workload"]: r for r in rows if r["setup"] == "ferrite NVMe/TCP, uring bdev, FUA writes"}
 for r in rows:
     if "change log" not in r["setup"]:
         continue
     p = plain[r["workload"]]
     line = (f"- {r['setup'].split(', ')[-1]}, {r['workload']}: p50 {r['p50'] / p['p50']:.2f}x plain, "
             f"IOPS {r['iops'] / p['iops']:.2f}x plain")
+    if r["workload"] in durable:
+        d = durable[r["workload"]]
+        line += f"; p50 {r['p50'] / d['p50']:.2f}x and IOPS {r['iops'] / d['iops']:.2f}x plain with FUA"
     if "bunker-sync" in r["setup"]:
         bar = "p50 <= 1.3x" if "QD1" in r["workload"] else "IOPS >= 0.8x"
         ok = r["p50"] <= 1.3 * p["p50"] if "QD1" in r["workload"] else r["iops"] >= 0.8 * p["iops"]

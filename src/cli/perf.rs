@@ -81,6 +81,9 @@ pub struct PerfArgs {
     /// Spin when idle instead of sleeping after a short idle spell.
     #[arg(long)]
     busy_poll: bool,
+    /// Set Force Unit Access on every write (NVMe/TCP): each is durable when it completes.
+    #[arg(long)]
+    fua: bool,
     /// Append a record for every acknowledged write to FILE (implies --verify stamps).
     #[arg(long, value_name = "FILE")]
     ack_log: Option<PathBuf>,
@@ -131,6 +134,7 @@ impl PerfArgs {
             kato_ms: self.kato_ms,
             busy_poll: self.busy_poll,
             span_bytes: self.size_mb << 20,
+            fua: self.fua,
         })
     }
 }
