@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# bench-replication.sh — what asynchronous replication to a secondary costs, and how long a
+# failover through the bunker takes, one command, under 3 minutes (after the release build).
+#
+# Builds ferrite in release mode, then, in the same window:
+#   a. replication throughput over loopback: a primary (`ferrite serve` on TARGET_CORE) exports a
+#      `local-only` volume (uring data + log files) over NVMe/TCP, driven by `ferrite perf -r` on
+#      PERF_CORE: (1) with no secondary; then a fresh volume on the same data file with a
+#      secondary (a second `ferrite serve` on PERF_CORE) attached by replication_create, its
+#      data, staging and log bdevs (2) RAM disks (a remote node with disks of its own: what
+#      replication itself costs) and (3) files on the same disk as the primary's (this machine
+#      as it is: the secondary's writes compete with the primary's). Rows: 4 KiB random write
+#      QD32 and 128 KiB sequential write QD8, BENCH_TIME s after a 1 s warm-up. With a secondary,
+#      its lag (replication_status on the primary: lag_bytes, lag_seconds) is sampled 0.3 s
+#      before the run ends and right after, and the time for lag_bytes to drain to 0 after the
+#      workload ends is measured (status refreshes every 100 ms: that is the resolution).
+#      Bar: IOPS with a secondary / IOPS without >= 0.90.
+#   b. failover time for a TAIL_MB bunker tail: a `bunker-sync` primary with a bunker ships to the
+#      secondary through `ferrite proxy --rate-mbit RATE_MBIT` (so the secondary lags); TAIL_MB
+#      are written in 128 KiB sequential writes QD8, the primary's view of the secondary lag is
+#      recorded, the primary is SIGKILLed, and `volume_failover` on the secondary is timed (its
+#      report: pull_ms, apply_ms, total_ms, bytes_from_bunker). Bar: total_ms under
+#      1 s + bytes_from_bunker / (1 GB/s).
+# Prints markdown tables (and the raw failover report).
+#
+# Knobs: BENCH_TIME (seconds per run, 5), BENCH_TARGET_CORE (0), BENCH_PERF_CORE (1),
+#        BENCH_DATA_MB (data files, 256), BENCH_LOG_MB (log, staging and bunker log files, 256;
+#        must hold TAIL_MB of entries with their headers), BENCH_TAIL_MB (64),
+#        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
+#        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
+#        BENCH_PERF_FLAGS (extra perf flags), CARGO_TARGET_DIR (as cargo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TIME=${BENCH_TIME:-5}
+TCORE=${BENCH_TARGET_CORE:-0}
+PCORE=${BENCH_PERF_CORE:-1}
+DATA_MB=${BENCH_DATA_MB:-256}
+LOG_MB=${BENCH_LOG_MB:-256}
+TAIL_MB=${BENCH_TAIL_MB:-64}
+RATE_MBIT=${BENCH_RATE_MBIT:-1}
+LOG_BLOCK=${BENCH_LOG_BLOCK:-512}
+PERF_FLAGS=${BENCH_PERF_FLAGS:-}
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ferrite-bench-repl.XXXXXX")
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+say() { printf '[bench-repl %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+START=$(date +%s)
+say "building (release)"
+cargo build --release -q
+BIN=${CARGO_TARGET_DIR:-target}/release/ferrite
+[ -x "$BIN" ] || die "no binary at $BIN"
+LAYOUT=$(date +%s)
+
+# A table of (file, MiB): a: p-data s-data a-log b-log s-stage s-log; b: the same names under b/.
+say "laying out files in $WORK"
+mkdir -p "$WORK/a" "$WORK/b"
+for f in a/p-data.img a/s-data.img b/p-data.img b/s-data.img; do
+  dd if=/dev/zero of="$WORK/$f" bs=1M count="$DATA_MB" oflag=direct status=none
+done
+for f in a/log1.log a/log2.log a/log3.log a/s-stage.log a/s-log.log b/p-log.log b/b-log.log b/s-stage.log b/s-log.log; do
+  dd if=/dev/zero of="$WORK/$f" bs=1M count="$LOG_MB" oflag=direct status=none
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+NQN=nqn.2026-11.io.ferrite:bench-repl
+
+# bdev NAME FILE BLOCK: one [[bdev]] section (FILE malloc:MB: a RAM disk of MB MiB).
+bdev() {
+  case $2 in
+    malloc:*) printf '[[bdev]]\ntype = "malloc"\nname = "%s"\nsize_mb = %s\nblock_size = %s\n' "$1" "${2#malloc:}" "$3" ;;
+    *) printf '[[bdev]]\ntype = "uring"\nname = "%s"\nfilename = "%s"\nblock_size = %s\n' "$1" "$2" "$3" ;;
+  esac
+}
+# serve NAME CORE [BDEV_ARGS...] (triples NAME FILE BLOCK): starts a daemon (pid in SERVED);
+# its socket is $WORK/NAME.sock, its log $WORK/NAME.txt; waits until it answers.
+serve() {
+  local name=$1 core=$2
+  shift 2
+  {
+    printf '[reactor]\ncores = [%s]\n[memory]\nbuf_size = 135168\nbuf_count = 512\n' "$core"
+    printf '[rpc]\nsocket = "%s/%s.sock"\n' "$WORK" "$name"
+    while [ $# -gt 0 ]; do bdev "$1" "$2" "$3"; shift 3; done
+  } > "$WORK/$name.toml"
+  taskset -c "$core" "$BIN" serve --config "$WORK/$name.toml" > "$WORK/$name.txt" 2>&1 &
+  SERVED=$!
+  PIDS+=("$SERVED")
+  for _ in $(seq 100); do
+    "$BIN" -s "$WORK/$name.sock" rpc spdk_get_version > /dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  cat "$WORK/$name.txt" >&2
+  die "$name did not start"
+}
+# rpc NAME METHOD [JSON]: prints the answer.
+rpc() { "$BIN" -s "$WORK/$1.sock" rpc "$2" ${3:+"$3"}; }
+# json EXPR: evaluates a python expression over the JSON on stdin (bound to `j`).
+json() { python3 -c "import json, sys; j = json.load(sys.stdin); print($1)"; }
+# export NAME PORT [BDEV]: NVMe/TCP subsystem on 127.0.0.1:PORT, with BDEV as namespace 1.
+export_nvmf() {
+  rpc "$1" nvmf_create_transport '{"trtype": "TCP"}' > /dev/null
+  rpc "$1" nvmf_create_subsystem "{\"nqn\": \"$NQN\", \"allow_any_host\": true}" > /dev/null
+  [ -z "${3:-}" ] ||
+    rpc "$1" nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$3\", \"nsid\": 1}}" > /dev/null
+  rpc "$1" nvmf_subsystem_add_listener \
+    "{\"nqn\": \"$NQN\", \"listen_address\": {\"trtype\": \"tcp\", \"traddr\": \"127.0.0.1\", \"trsvcid\": \"$2\"}}" \
+    > /dev/null
+}
+# ship NAME: the primary's view of its secondary (replication_status), one JSON line.
+ship() { rpc "$1" replication_status | json 'json.dumps(j["primaries"][0]["secondary"])'; }
+# wait_until WHAT SECONDS CMD...: polls CMD every 50 ms.
+wait_until() {
+  local what=$1 n=$(($2 * 20))
+  shift 2
+  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.05; done
+  die "timed out waiting for $what"
+}
+ship_up() { [ "$(ship "$1" | json '(j or {}).get("link")')" = up ]; }
+trid() { echo "trtype:tcp adrfam:ipv4 traddr:127.0.0.1 trsvcid:$1 subnqn:$NQN"; }
+
+: > "$WORK/rows.jsonl"
+# record SETUP WORKLOAD PERF_JSON [LAG_JSON]: appends one row.
+record() {
+  python3 - "$@" >> "$WORK/rows.jsonl" <<'PY'
+import json, sys
+setup, workload, path = sys.argv[1:4]
+r = json.load(open(path))
+l = r["latency_us"]
+row = {"setup": setup, "workload": workload, "iops": r["iops"], "mib_per_s": r["mib_per_s"],
+       "p50": l["p50"], "p99": l["p99"], "errors": r.get("errors", 0)}
+if len(sys.argv) > 4:
+    row.update(json.loads(sys.argv[4]))
+print(json.dumps(row))
+PY
+}
+ROWS=("randwrite 32 4096" "write 8 131072")
+label() { echo "$(($3 / 1024))k $1 QD$2"; }
+
+# ---- a. replication throughput -------------------------------------------------------------
+A=$WORK/a
+APORT=$(free_port)
+say "a: primary on core $TCORE, secondary and perf on core $PCORE"
+serve prim "$TCORE" Data "$A/p-data.img" 4096 \
+  Log1 "$A/log1.log" "$LOG_BLOCK" Log2 "$A/log2.log" "$LOG_BLOCK" Log3 "$A/log3.log" "$LOG_BLOCK"
+PID_prim=$SERVED
+export_nvmf prim "$APORT"
+
+# Setups: 1 no secondary; 2 a secondary on RAM bdevs (a remote node with its own disks); 3 a
+# secondary on files of the same disk as the primary's (this machine as it is).
+for setup in 1 2 3; do
+  vol=vol$setup
+  rpc prim volume_create "{\"name\": \"$vol\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log$setup\", \"mode\": \"local-only\"}" \
+    > /dev/null
+  case $setup in
+    1) name="(1) local-only, no secondary" ;;
+    2) name="(2) + secondary on RAM bdevs"
+       serve sec2 "$PCORE" SData malloc:"$DATA_MB" 4096 SStage malloc:"$LOG_MB" "$LOG_BLOCK" SLog malloc:"$LOG_MB" "$LOG_BLOCK" ;;
+    3) name="(3) + secondary on files, same disk"
+       serve sec3 "$PCORE" SData "$A/s-data.img" 4096 SStage "$A/s-stage.log" "$LOG_BLOCK" SLog "$A/s-log.log" "$LOG_BLOCK" ;;
+  esac
+  if [ "$setup" != 1 ]; then
+    sec=sec$setup
+    PID_sec=$SERVED
+    sport=$(free_port)
+    rpc "$sec" replication_listen "{\"address\": \"127.0.0.1:$sport\"}" > /dev/null
+    rpc "$sec" secondary_create "{\"volume\": \"$vol\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
+      \"log_bdev\": \"SLog\"}" > /dev/null
+    rpc prim replication_create "{\"volume\": \"$vol\", \"secondary\": \"127.0.0.1:$sport\"}" > /dev/null
+    wait_until "the shipping link" 10 ship_up prim
+  fi
+  rpc prim nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 1}}" > /dev/null
+  for row in "${ROWS[@]}"; do
+    # shellcheck disable=SC2086 # split the row into its fields
+    set -- $row
+    say "a $name: $(label "$@")"
+    # shellcheck disable=SC2086 # PERF_FLAGS is a word list
+    "$BIN" perf -r "$(trid "$APORT")" -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
+      --json > "$WORK/r.json" 2> "$WORK/perf.err" &
+    perf=$!
+    lag=
+    if [ "$setup" != 1 ]; then
+      # Sampled 0.3 s before the run ends, then right after it, then until it drains.
+      python3 -c "import time; time.sleep($TIME + 1 - 0.3)"
+      during=$(ship prim)
+    fi
+    wait "$perf" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
+    if [ "$setup" != 1 ]; then
+      ended=$(date +%s.%N)
+      after=$(ship prim)
+      drained=
+      for _ in $(seq 1000); do
+        if [ "$(ship prim | json 'j["lag_bytes"]')" = 0 ]; then drained=$(date +%s.%N); break; fi
+        sleep 0.01
+      done
+      [ -n "$drained" ] || say "the secondary lag did not drain in 10 s: $(ship prim)"
+      lag=$(python3 - "$during" "$after" "$ended" "${drained:-}" <<'PY'
+import json, sys
+d, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+drain = (float(sys.argv[4]) - float(sys.argv[3])) * 1000 if sys.argv[4] else None
+print(json.dumps({"lag_bytes": d["lag_bytes"], "lag_seconds": d["lag_seconds"],
+                  "lag_bytes_end": a["lag_bytes"], "lag_seconds_end": a["lag_seconds"], "drain_ms": drain,
+                  "dropped": d["dropped"] or a["dropped"], "alarm": a["alarm"]}))
+PY
+      )
+    fi
+    record "$name" "$(label "$@")" "$WORK/r.json" ${lag:+"$lag"}
+  done
+  rpc prim nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 1}" > /dev/null
+  rpc prim volume_delete "{\"name\": \"$vol\"}" > /dev/null
+  if [ "$setup" != 1 ]; then kill -9 "$PID_sec"; wait "$PID_sec" 2>/dev/null || true; fi
+done
+kill -9 "$PID_prim"
+wait "$PID_prim" 2>/dev/null || true
+
+# ---- b. failover through the bunker ---------------------------------------------------------
+B=$WORK/b
+BPORT=$(free_port)
+SPORT=$(free_port)
+XPORT=$(free_port)
+CPORT=$(free_port)
+PPORT=$(free_port)
+SNPORT=$(free_port)
+say "b: bunker and secondary on core $PCORE, primary on core $TCORE, shipping through a $RATE_MBIT Mbit/s proxy"
+serve bunker "$PCORE" BLog "$B/b-log.log" "$LOG_BLOCK"
+rpc bunker replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}" > /dev/null
+rpc bunker bunker_create '{"volume": "vol0", "log_bdev": "BLog"}' > /dev/null
+serve bsec "$PCORE" SData "$B/s-data.img" 4096 SStage "$B/s-stage.log" "$LOG_BLOCK" SLog "$B/s-log.log" "$LOG_BLOCK"
+rpc bsec replication_listen "{\"address\": \"127.0.0.1:$SPORT\"}" > /dev/null
+rpc bsec secondary_create "{\"volume\": \"vol0\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
+  \"log_bdev\": \"SLog\", \"bunker\": \"127.0.0.1:$BPORT\"}" > /dev/null
+export_nvmf bsec "$SNPORT"
+taskset -c "$PCORE" "$BIN" proxy --listen "127.0.0.1:$XPORT" --to "127.0.0.1:$SPORT" --rate-mbit "$RATE_MBIT" \
+  --control "127.0.0.1:$CPORT" > "$WORK/proxy.txt" 2>&1 &
+PROXY=$!
+PIDS+=("$PROXY")
+wait_until "the proxy" 5 grep -q listen "$WORK/proxy.txt"
+serve bprim "$TCORE" Data "$B/p-data.img" 4096 Log "$B/p-log.log" "$LOG_BLOCK"
+PID_bprim=$SERVED
+rpc bprim volume_create "{\"name\": \"vol0\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log\", \"mode\": \"bunker-sync\",
+  \"bunker\": \"127.0.0.1:$BPORT\", \"on_bunker_loss\": \"local-only\"}" > /dev/null
+rpc bprim replication_create "{\"volume\": \"vol0\", \"secondary\": \"127.0.0.1:$XPORT\"}" > /dev/null
+export_nvmf bprim "$PPORT" vol0
+wait_until "the shipping link" 10 ship_up bprim
+bunker_up() { [ "$(rpc bprim volume_status '{"name": "vol0"}' | json 'j["status"]["bunker_link"]')" = up ]; }
+wait_until "the bunker link" 10 bunker_up
+COUNT=$((TAIL_MB * 8))
+say "b: writing $TAIL_MB MiB ($COUNT x 128 KiB, QD8)"
+"$BIN" perf -r "$(trid "$PPORT")" -c "$PCORE" -w write -q 8 -o 131072 --io-count "$COUNT" -t 120 --json \
+  > "$WORK/b-perf.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
+sleep 0.3 # one status period: the lag below is current
+ship bprim > "$WORK/b-lag.json"
+proxy_stats=$(exec 3<>"/dev/tcp/127.0.0.1/$CPORT" && echo stats >&3 && head -n1 <&3)
+say "b: lag $(json 'j["lag_bytes"]' < "$WORK/b-lag.json") B; proxy: $proxy_stats; SIGKILL the primary"
+kill -9 "$PID_bprim"
+wait "$PID_bprim" 2>/dev/null || true
+t0=$(date +%s.%N)
+rpc bsec volume_failover "{\"volume\": \"vol0\", \"nqn\": \"$NQN\"}" > "$WORK/b-failover.json" ||
+  { cat "$WORK/bsec.txt" >&2; die "failover failed"; }
+t1=$(date +%s.%N)
+python3 -c "import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$t0" "$t1" \
+  > "$WORK/b-rpc-ms"
+say "b: failover $(json 'json.dumps(j)' < "$WORK/b-failover.json")"
+kill -9 "$PROXY" 2>/dev/null || true
+wait "$PROXY" 2>/dev/null || true
+
+[ -z "${BENCH_JSON:-}" ] || cp "$WORK/rows.jsonl" "$BENCH_JSON"
+say "done in $(($(date +%s) - START)) s ($(($(date +%s) - LAYOUT)) s after the build)"
+python3 - "$WORK" "$TIME" "$(nproc)" "$TCORE" "$PCORE" "$TAIL_MB" "$RATE_MBIT" <<'PY'
+import json, sys
+work, secs, ncpu, tcore, pcore, tail_mb, rate = sys.argv[1:]
+rows = [json.loads(l) for l in open(f"{work}/rows.jsonl")]
+print(f"ferrite scripts/bench-replication.sh, {secs} s per run, {ncpu} cores, primary core {tcore}, "
+      f"secondary and perf core {pcore}")
+print()
+print("a. replication throughput, local-only volume on uring files, NVMe/TCP over loopback")
+print()
+print("| setup | workload | IOPS | MiB/s | p50 µs | p99 µs | IOPS / (1) | lag at end | lag s at end | lag after | drain ms |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+base = {r["workload"]: r for r in rows if "no secondary" in r["setup"]}
+verdicts = []
+for r in rows:
+    ratio, lag = "", ["", "", "", ""]
+    if "lag_bytes" in r:
+        b = base[r["workload"]]
+        x = r["iops"] / b["iops"]
+        ratio = f"{x:.2f}"
+        verdicts.append(f"- {r['setup'][:3]} {r['workload']}: IOPS {r['setup'][:3]}/(1) = {x:.2f}, p50 {r['p50'] / b['p50']:.2f}x, "
+                        f"p99 {r['p99'] / b['p99']:.2f}x (bar IOPS >= 0.90: {'met' if x >= 0.9 else 'NOT met'})"
+                        + (f"; secondary dropped: {r['alarm']}" if r["dropped"] else ""))
+        lag = [f"{r['lag_bytes'] / 2**20:.2f} MiB", f"{r['lag_seconds']:.2f}",
+               f"{r['lag_bytes_end'] / 2**20:.2f} MiB",
+               "did not drain" if r["drain_ms"] is None else f"{r['drain_ms']:.0f}"]
+    print(f"| {r['setup']} | {r['workload']} | {r['iops']:,.0f} | {r['mib_per_s']:,.1f} | {r['p50']:.1f} "
+          f"| {r['p99']:.1f} | {ratio} | {' | '.join(lag)} |")
+print()
+print("\n".join(verdicts))
+print("- lag at end: sampled 0.3 s before the run ends; lag after: right after perf exits; drain: from "
+      "perf's exit until lag_bytes reads 0 (status refreshes every 100 ms)")
+lag = json.load(open(f"{work}/b-lag.json"))
+f = json.load(open(f"{work}/b-failover.json"))
+w = json.load(open(f"{work}/b-perf.json"))
+rpc_ms = int(open(f"{work}/b-rpc-ms").read())
+pulled = f["bytes_from_bunker"]
+bar = 1000 + pulled / 1e9 * 1000
+rate_mb = pulled / 2**20 / (f["total_ms"] / 1000) if f["total_ms"] else float("inf")
+pull_rate = pulled / 2**20 / (f["pull_ms"] / 1000) if f["pull_ms"] else float("inf")
+print()
+print(f"b. failover of a {tail_mb} MiB bunker tail (bunker-sync primary, shipping through a {rate} Mbit/s proxy; "
+      f"the tail written at {w['mib_per_s']:.0f} MiB/s, 128 KiB QD8)")
+print()
+print("| lag at kill | bytes from bunker | pull ms | apply ms | total ms | RPC ms | MiB/s (total) | MiB/s (pull) | bar ms | |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print(f"| {lag['lag_bytes'] / 2**20:.1f} MiB | {pulled / 2**20:.1f} MiB | {f['pull_ms']} | {f['apply_ms']} "
+      f"| {f['total_ms']} | {rpc_ms} | {rate_mb:,.0f} | {pull_rate:,.0f} | {bar:.0f} "
+      f"| {'met' if f['total_ms'] <= bar else 'NOT met'} |")
+print()
+print(f"- failover report: {json.dumps(f)}")
+PY
