@@ -24,7 +24,7 @@
 # Prints markdown tables (and the raw failover report).
 #
 # Knobs: BENCH_TIME (seconds per run, 5), BENCH_TARGET_CORE (0), BENCH_PERF_CORE (1),
-#        BENCH_DATA_MB (data files, 256), BENCH_LOG_MB (log, staging and bunker log files, 256;
+#        BENCH_SECONDARY_CORE (secondary and bunker, PERF_CORE), BENCH_DATA_MB (data files, 256), BENCH_LOG_MB (log, staging and bunker log files, 256;
 #        must hold TAIL_MB of entries with their headers), BENCH_TAIL_MB (64),
 #        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
 #        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
@@ -35,6 +35,7 @@ cd "$(dirname "$0")/.."
 TIME=${BENCH_TIME:-5}
 TCORE=${BENCH_TARGET_CORE:-0}
 PCORE=${BENCH_PERF_CORE:-1}
+SCORE=${BENCH_SECONDARY_CORE:-$PCORE}
 DATA_MB=${BENCH_DATA_MB:-256}
 LOG_MB=${BENCH_LOG_MB:-256}
 TAIL_MB=${BENCH_TAIL_MB:-64}
@@ -64,7 +65,7 @@ mkdir -p "$WORK/a" "$WORK/b"
 for f in a/p-data.img a/s-data.img b/p-data.img b/s-data.img; do
   dd if=/dev/zero of="$WORK/$f" bs=1M count="$DATA_MB" oflag=direct status=none
 done
-for f in a/log1.log a/log2.log a/log3.log a/s-stage.log a/s-log.log b/p-log.log b/b-log.log b/s-stage.log b/s-log.log; do
+for f in a/log11.log a/log12.log a/log21.log a/log22.log a/log31.log a/log32.log a/s-stage.log a/s-log.log b/p-log.log b/b-log.log b/s-stage.log b/s-log.log; do
   dd if=/dev/zero of="$WORK/$f" bs=1M count="$LOG_MB" oflag=direct status=none
 done
 
@@ -143,77 +144,117 @@ ROWS=("randwrite 32 4096" "write 8 131072")
 label() { echo "$(($3 / 1024))k $1 QD$2"; }
 
 # ---- a. replication throughput -------------------------------------------------------------
+# The lag watcher: polls replication_status on the primary's socket (every 50 ms during the run,
+# 10 ms after it), samples the lag SAMPLE_AT s after the start, measures the committed and
+# applied rates over the measured part of the run, then (once DONE_FILE exists) the time for
+# lag_bytes to read 0 (at most 10 s). Prints one JSON object.
+cat > "$WORK/watch.py" <<'PY'
+import json, os, socket, sys, time
+sock, done, sample_at, warmup, sector = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+def status():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(b'{"jsonrpc": "2.0", "method": "replication_status", "id": 1}')
+    buf = b""
+    while True:
+        buf += s.recv(65536)
+        try:
+            p = json.loads(buf)["result"]["primaries"][0]
+            return p["committed"], p["secondary"]
+        except json.JSONDecodeError:
+            continue
+t0 = time.monotonic()
+samples, sample, ended, after, drained, drop_t = [], None, None, None, None, None
+while True:
+    t = time.monotonic() - t0
+    committed, sec = status()
+    samples.append((t, committed, sec["applied"]))
+    if sec["dropped"] and drop_t is None:
+        drop_t = t
+    if sample is None and t >= sample_at:
+        sample = sec
+    if ended is None and os.path.exists(done):
+        ended, after = t, sec
+        sample = sample or sec
+    if ended is not None and (sec["lag_bytes"] == 0 or sec["dropped"]):
+        drained = None if sec["dropped"] else (t - ended) * 1000
+        break
+    if ended is not None and t - ended > 10:
+        break
+    time.sleep(0.05 if ended is None else 0.01)
+run = [x for x in samples if warmup <= x[0] <= (ended or t) and (drop_t is None or x[0] <= drop_t)]
+rate = lambda i: (run[-1][i] - run[0][i]) * sector / (run[-1][0] - run[0][0]) / 2**20 if len(run) > 1 else None
+print(json.dumps({"lag_bytes": sample["lag_bytes"], "lag_seconds": sample["lag_seconds"],
+                  "lag_bytes_end": after["lag_bytes"], "drain_ms": drained,
+                  "log_mib_s": rate(1), "applied_mib_s": rate(2),
+                  "dropped": sec["dropped"], "dropped_after_s": drop_t, "alarm": sec["alarm"]}))
+PY
 A=$WORK/a
 APORT=$(free_port)
-say "a: primary on core $TCORE, secondary and perf on core $PCORE"
+say "a: primary on core $TCORE, secondary on core $SCORE, perf on core $PCORE"
 serve prim "$TCORE" Data "$A/p-data.img" 4096 \
-  Log1 "$A/log1.log" "$LOG_BLOCK" Log2 "$A/log2.log" "$LOG_BLOCK" Log3 "$A/log3.log" "$LOG_BLOCK"
+  Log11 "$A/log11.log" "$LOG_BLOCK" Log12 "$A/log12.log" "$LOG_BLOCK" Log21 "$A/log21.log" "$LOG_BLOCK" \
+  Log22 "$A/log22.log" "$LOG_BLOCK" Log31 "$A/log31.log" "$LOG_BLOCK" Log32 "$A/log32.log" "$LOG_BLOCK"
 PID_prim=$SERVED
 export_nvmf prim "$APORT"
 
-# Setups: 1 no secondary; 2 a secondary on RAM bdevs (a remote node with its own disks); 3 a
-# secondary on files of the same disk as the primary's (this machine as it is).
+# Setups: 1 no secondary; 2 a secondary on RAM bdevs (a remote node with disks of its own); 3 a
+# secondary on files of the same disk as the primary's (this machine as it is). Every row runs
+# on a fresh volume (its own log) with a fresh secondary.
 for setup in 1 2 3; do
-  vol=vol$setup
-  rpc prim volume_create "{\"name\": \"$vol\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log$setup\", \"mode\": \"local-only\"}" \
-    > /dev/null
   case $setup in
     1) name="(1) local-only, no secondary" ;;
-    2) name="(2) + secondary on RAM bdevs"
-       serve sec2 "$PCORE" SData malloc:"$DATA_MB" 4096 SStage malloc:"$LOG_MB" "$LOG_BLOCK" SLog malloc:"$LOG_MB" "$LOG_BLOCK" ;;
-    3) name="(3) + secondary on files, same disk"
-       serve sec3 "$PCORE" SData "$A/s-data.img" 4096 SStage "$A/s-stage.log" "$LOG_BLOCK" SLog "$A/s-log.log" "$LOG_BLOCK" ;;
+    2) name="(2) + secondary on RAM bdevs" ;;
+    3) name="(3) + secondary on files, same disk" ;;
   esac
-  if [ "$setup" != 1 ]; then
-    sec=sec$setup
-    PID_sec=$SERVED
-    sport=$(free_port)
-    rpc "$sec" replication_listen "{\"address\": \"127.0.0.1:$sport\"}" > /dev/null
-    rpc "$sec" secondary_create "{\"volume\": \"$vol\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
-      \"log_bdev\": \"SLog\"}" > /dev/null
-    rpc prim replication_create "{\"volume\": \"$vol\", \"secondary\": \"127.0.0.1:$sport\"}" > /dev/null
-    wait_until "the shipping link" 10 ship_up prim
-  fi
-  rpc prim nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 1}}" > /dev/null
+  k=0
   for row in "${ROWS[@]}"; do
+    k=$((k + 1))
+    vol=vol$setup$k
+    rpc prim volume_create \
+      "{\"name\": \"$vol\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log$setup$k\", \"mode\": \"local-only\"}" > /dev/null
+    if [ "$setup" != 1 ]; then
+      if [ "$setup" = 2 ]; then
+        serve sec "$SCORE" SData malloc:"$DATA_MB" 4096 SStage malloc:"$LOG_MB" "$LOG_BLOCK" SLog malloc:"$LOG_MB" "$LOG_BLOCK"
+      else
+        for f in s-stage.log s-log.log; do # forget the previous row's superblocks
+          dd if=/dev/zero of="$A/$f" bs=1M count=1 conv=notrunc oflag=direct status=none
+        done
+        serve sec "$SCORE" SData "$A/s-data.img" 4096 SStage "$A/s-stage.log" "$LOG_BLOCK" SLog "$A/s-log.log" "$LOG_BLOCK"
+      fi
+      PID_sec=$SERVED
+      sport=$(free_port)
+      rpc sec replication_listen "{\"address\": \"127.0.0.1:$sport\"}" > /dev/null
+      rpc sec secondary_create "{\"volume\": \"$vol\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
+        \"log_bdev\": \"SLog\"}" > /dev/null
+      rpc prim replication_create "{\"volume\": \"$vol\", \"secondary\": \"127.0.0.1:$sport\"}" > /dev/null
+      wait_until "the shipping link" 10 ship_up prim
+    fi
+    rpc prim nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 1}}" > /dev/null
     # shellcheck disable=SC2086 # split the row into its fields
     set -- $row
     say "a $name: $(label "$@")"
+    rm -f "$WORK/perf.done"
+    if [ "$setup" != 1 ]; then
+      python3 "$WORK/watch.py" "$WORK/prim.sock" "$WORK/perf.done" "$(python3 -c "print($TIME + 1 - 0.3)")" 1 \
+        "$LOG_BLOCK" > "$WORK/lag.json" &
+      watch=$!
+    fi
     # shellcheck disable=SC2086 # PERF_FLAGS is a word list
     "$BIN" perf -r "$(trid "$APORT")" -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
-      --json > "$WORK/r.json" 2> "$WORK/perf.err" &
-    perf=$!
+      --json > "$WORK/r.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
+    touch "$WORK/perf.done"
     lag=
     if [ "$setup" != 1 ]; then
-      # Sampled 0.3 s before the run ends, then right after it, then until it drains.
-      python3 -c "import time; time.sleep($TIME + 1 - 0.3)"
-      during=$(ship prim)
-    fi
-    wait "$perf" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
-    if [ "$setup" != 1 ]; then
-      ended=$(date +%s.%N)
-      after=$(ship prim)
-      drained=
-      for _ in $(seq 1000); do
-        if [ "$(ship prim | json 'j["lag_bytes"]')" = 0 ]; then drained=$(date +%s.%N); break; fi
-        sleep 0.01
-      done
-      [ -n "$drained" ] || say "the secondary lag did not drain in 10 s: $(ship prim)"
-      lag=$(python3 - "$during" "$after" "$ended" "${drained:-}" <<'PY'
-import json, sys
-d, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-drain = (float(sys.argv[4]) - float(sys.argv[3])) * 1000 if sys.argv[4] else None
-print(json.dumps({"lag_bytes": d["lag_bytes"], "lag_seconds": d["lag_seconds"],
-                  "lag_bytes_end": a["lag_bytes"], "lag_seconds_end": a["lag_seconds"], "drain_ms": drain,
-                  "dropped": d["dropped"] or a["dropped"], "alarm": a["alarm"]}))
-PY
-      )
+      wait "$watch" || die "the lag watcher failed"
+      lag=$(cat "$WORK/lag.json")
+      kill -9 "$PID_sec"
+      wait "$PID_sec" 2>/dev/null || true
     fi
     record "$name" "$(label "$@")" "$WORK/r.json" ${lag:+"$lag"}
+    rpc prim nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 1}" > /dev/null
+    rpc prim volume_delete "{\"name\": \"$vol\"}" > /dev/null
   done
-  rpc prim nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 1}" > /dev/null
-  rpc prim volume_delete "{\"name\": \"$vol\"}" > /dev/null
-  if [ "$setup" != 1 ]; then kill -9 "$PID_sec"; wait "$PID_sec" 2>/dev/null || true; fi
 done
 kill -9 "$PID_prim"
 wait "$PID_prim" 2>/dev/null || true
@@ -226,16 +267,16 @@ XPORT=$(free_port)
 CPORT=$(free_port)
 PPORT=$(free_port)
 SNPORT=$(free_port)
-say "b: bunker and secondary on core $PCORE, primary on core $TCORE, shipping through a $RATE_MBIT Mbit/s proxy"
-serve bunker "$PCORE" BLog "$B/b-log.log" "$LOG_BLOCK"
+say "b: bunker and secondary on core $SCORE, primary on core $TCORE, shipping through a $RATE_MBIT Mbit/s proxy"
+serve bunker "$SCORE" BLog "$B/b-log.log" "$LOG_BLOCK"
 rpc bunker replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}" > /dev/null
 rpc bunker bunker_create '{"volume": "vol0", "log_bdev": "BLog"}' > /dev/null
-serve bsec "$PCORE" SData "$B/s-data.img" 4096 SStage "$B/s-stage.log" "$LOG_BLOCK" SLog "$B/s-log.log" "$LOG_BLOCK"
+serve bsec "$SCORE" SData "$B/s-data.img" 4096 SStage "$B/s-stage.log" "$LOG_BLOCK" SLog "$B/s-log.log" "$LOG_BLOCK"
 rpc bsec replication_listen "{\"address\": \"127.0.0.1:$SPORT\"}" > /dev/null
 rpc bsec secondary_create "{\"volume\": \"vol0\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
   \"log_bdev\": \"SLog\", \"bunker\": \"127.0.0.1:$BPORT\"}" > /dev/null
 export_nvmf bsec "$SNPORT"
-taskset -c "$PCORE" "$BIN" proxy --listen "127.0.0.1:$XPORT" --to "127.0.0.1:$SPORT" --rate-mbit "$RATE_MBIT" \
+taskset -c "$SCORE" "$BIN" proxy --listen "127.0.0.1:$XPORT" --to "127.0.0.1:$SPORT" --rate-mbit "$RATE_MBIT" \
   --control "127.0.0.1:$CPORT" > "$WORK/proxy.txt" 2>&1 &
 PROXY=$!
 PIDS+=("$PROXY")
@@ -271,37 +312,44 @@ wait "$PROXY" 2>/dev/null || true
 
 [ -z "${BENCH_JSON:-}" ] || cp "$WORK/rows.jsonl" "$BENCH_JSON"
 say "done in $(($(date +%s) - START)) s ($(($(date +%s) - LAYOUT)) s after the build)"
-python3 - "$WORK" "$TIME" "$(nproc)" "$TCORE" "$PCORE" "$TAIL_MB" "$RATE_MBIT" <<'PY'
+python3 - "$WORK" "$TIME" "$(nproc)" "$TCORE" "$PCORE" "$SCORE" "$TAIL_MB" "$RATE_MBIT" <<'PY'
 import json, sys
-work, secs, ncpu, tcore, pcore, tail_mb, rate = sys.argv[1:]
+work, secs, ncpu, tcore, pcore, score, tail_mb, rate = sys.argv[1:]
 rows = [json.loads(l) for l in open(f"{work}/rows.jsonl")]
 print(f"ferrite scripts/bench-replication.sh, {secs} s per run, {ncpu} cores, primary core {tcore}, "
-      f"secondary and perf core {pcore}")
+      f"perf core {pcore}, secondary (and bunker) core {score}")
 print()
 print("a. replication throughput, local-only volume on uring files, NVMe/TCP over loopback")
 print()
-print("| setup | workload | IOPS | MiB/s | p50 µs | p99 µs | IOPS / (1) | lag at end | lag s at end | lag after | drain ms |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| setup | workload | IOPS | MiB/s | p50 µs | p99 µs | IOPS / (1) | log MiB/s | applied MiB/s "
+      "| lag at end | lag s at end | drain ms |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 base = {r["workload"]: r for r in rows if "no secondary" in r["setup"]}
 verdicts = []
+fmt = lambda v, f: "" if v is None else format(v, f)
 for r in rows:
-    ratio, lag = "", ["", "", "", ""]
+    extra = [""] * 6
     if "lag_bytes" in r:
         b = base[r["workload"]]
         x = r["iops"] / b["iops"]
-        ratio = f"{x:.2f}"
-        verdicts.append(f"- {r['setup'][:3]} {r['workload']}: IOPS {r['setup'][:3]}/(1) = {x:.2f}, p50 {r['p50'] / b['p50']:.2f}x, "
-                        f"p99 {r['p99'] / b['p99']:.2f}x (bar IOPS >= 0.90: {'met' if x >= 0.9 else 'NOT met'})"
-                        + (f"; secondary dropped: {r['alarm']}" if r["dropped"] else ""))
-        lag = [f"{r['lag_bytes'] / 2**20:.2f} MiB", f"{r['lag_seconds']:.2f}",
-               f"{r['lag_bytes_end'] / 2**20:.2f} MiB",
-               "did not drain" if r["drain_ms"] is None else f"{r['drain_ms']:.0f}"]
+        tag = r["setup"][:3]
+        line = (f"- {tag} {r['workload']}: IOPS {tag}/(1) = {x:.2f}, p50 {r['p50'] / b['p50']:.2f}x, "
+                f"p99 {r['p99'] / b['p99']:.2f}x (bar IOPS >= 0.90: {'met' if x >= 0.9 else 'NOT met'})")
+        if r["dropped"]:
+            line += (f"; the secondary was DROPPED {r['dropped_after_s']:.1f} s into the run ({r['alarm']}): "
+                     "no replication after that, so the ratio is not a replication figure")
+        verdicts.append(line)
+        lag = "dropped" if r["dropped"] else f"{r['lag_bytes'] / 2**20:.2f} MiB"
+        drain = "dropped" if r["dropped"] else ("> 10 s" if r["drain_ms"] is None else f"{r['drain_ms']:.0f}")
+        extra = [f"{x:.2f}", fmt(r["log_mib_s"], ",.0f"), fmt(r["applied_mib_s"], ",.0f"), lag,
+                 "" if r["dropped"] else f"{r['lag_seconds']:.2f}", drain]
     print(f"| {r['setup']} | {r['workload']} | {r['iops']:,.0f} | {r['mib_per_s']:,.1f} | {r['p50']:.1f} "
-          f"| {r['p99']:.1f} | {ratio} | {' | '.join(lag)} |")
+          f"| {r['p99']:.1f} | {' | '.join(extra)} |")
 print()
 print("\n".join(verdicts))
-print("- lag at end: sampled 0.3 s before the run ends; lag after: right after perf exits; drain: from "
-      "perf's exit until lag_bytes reads 0 (status refreshes every 100 ms)")
+print("- log MiB/s: the primary's committed log rate (entries with headers); applied MiB/s: the "
+      "secondary's applied end as the primary sees it (until a drop); lag at end: 0.3 s before the run ends; "
+      "drain: from perf's exit until lag_bytes reads 0 (status refreshes every 100 ms)")
 lag = json.load(open(f"{work}/b-lag.json"))
 f = json.load(open(f"{work}/b-failover.json"))
 w = json.load(open(f"{work}/b-perf.json"))
