@@ -5,16 +5,18 @@
 # Builds ferrite in release mode, then, in the same window:
 #   a. replication throughput over loopback: a primary (`ferrite serve` on TARGET_CORE) exports a
 #      `local-only` volume (uring data + log files) over NVMe/TCP, driven by `ferrite perf -r` on
-#      PERF_CORE: (1) with no secondary; then a fresh volume on the same data file with a
-#      secondary (a second `ferrite serve` on PERF_CORE) attached by replication_create, its
-#      data, staging and log bdevs (2) RAM disks (a remote node with disks of its own: what
-#      replication itself costs) and (3) files on the same disk as the primary's (this machine
-#      as it is: the secondary's writes compete with the primary's). Rows: 4 KiB random write
-#      QD32 and 128 KiB sequential write QD8, BENCH_TIME s after a 1 s warm-up. With a secondary,
-#      its lag (replication_status on the primary: lag_bytes, lag_seconds) is sampled 0.3 s
-#      before the run ends and right after, and the time for lag_bytes to drain to 0 after the
-#      workload ends is measured (status refreshes every 100 ms: that is the resolution).
-#      Bar: IOPS with a secondary / IOPS without >= 0.90.
+#      PERF_CORE: (1) with no secondary; then, for every row, a fresh volume (its own log) on the
+#      same data file with a fresh secondary (a second `ferrite serve` on SECONDARY_CORE)
+#      attached by replication_create, its data, staging and log bdevs (2) RAM disks (a remote
+#      node with disks of its own: what replication itself costs) or (3) files on the same disk
+#      as the primary's (this machine as it is: the secondary's writes compete with the
+#      primary's). Rows: 4 KiB random write QD32 and 128 KiB sequential write QD8, BENCH_TIME s
+#      after a 1 s warm-up. With a secondary, a watcher polls replication_status: the primary's
+#      committed log rate and the secondary's applied rate, the lag (lag_bytes, lag_seconds)
+#      0.3 s before the run ends, a drop (the secondary fell 90% of the log behind), and after
+#      the run the time until the secondary's own applied end reached the final committed end
+#      ("drain") and until the primary's status read lag_bytes 0 ("status 0": it trails by up to
+#      the idle reactor's max_sleep_ms). Bar: IOPS with a secondary / IOPS without >= 0.90.
 #   b. failover time for a TAIL_MB bunker tail: a `bunker-sync` primary with a bunker ships to the
 #      secondary through `ferrite proxy --rate-mbit RATE_MBIT` (so the secondary lags); TAIL_MB
 #      are written in 128 KiB sequential writes QD8, the primary's view of the secondary lag is
@@ -24,8 +26,9 @@
 # Prints markdown tables (and the raw failover report).
 #
 # Knobs: BENCH_TIME (seconds per run, 5), BENCH_TARGET_CORE (0), BENCH_PERF_CORE (1),
-#        BENCH_SECONDARY_CORE (secondary and bunker, PERF_CORE), BENCH_DATA_MB (data files, 256), BENCH_LOG_MB (log, staging and bunker log files, 256;
-#        must hold TAIL_MB of entries with their headers), BENCH_TAIL_MB (64),
+#        BENCH_SECONDARY_CORE (secondary, bunker and proxy; PERF_CORE), BENCH_DATA_MB (data
+#        files, 256), BENCH_LOG_MB (log, staging and bunker log files, 256; must hold TAIL_MB of
+#        entries with their headers), BENCH_TAIL_MB (64),
 #        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
 #        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
 #        BENCH_PERF_FLAGS (extra perf flags), CARGO_TARGET_DIR (as cargo).
@@ -59,13 +62,15 @@ BIN=${CARGO_TARGET_DIR:-target}/release/ferrite
 [ -x "$BIN" ] || die "no binary at $BIN"
 LAYOUT=$(date +%s)
 
-# A table of (file, MiB): a: p-data s-data a-log b-log s-stage s-log; b: the same names under b/.
+# a: data files of the primary and of setup (3)'s secondary, a log per (setup, row), and the
+# staging and log of (3); b: the trio's files.
 say "laying out files in $WORK"
 mkdir -p "$WORK/a" "$WORK/b"
 for f in a/p-data.img a/s-data.img b/p-data.img b/s-data.img; do
   dd if=/dev/zero of="$WORK/$f" bs=1M count="$DATA_MB" oflag=direct status=none
 done
-for f in a/log11.log a/log12.log a/log21.log a/log22.log a/log31.log a/log32.log a/s-stage.log a/s-log.log b/p-log.log b/b-log.log b/s-stage.log b/s-log.log; do
+for f in a/log11.log a/log12.log a/log21.log a/log22.log a/log31.log a/log32.log a/s-stage.log a/s-log.log \
+  b/p-log.log b/b-log.log b/s-stage.log b/s-log.log; do
   dd if=/dev/zero of="$WORK/$f" bs=1M count="$LOG_MB" oflag=direct status=none
 done
 
@@ -144,30 +149,34 @@ ROWS=("randwrite 32 4096" "write 8 131072")
 label() { echo "$(($3 / 1024))k $1 QD$2"; }
 
 # ---- a. replication throughput -------------------------------------------------------------
-# The lag watcher: polls replication_status on the primary's socket (every 50 ms during the run,
-# 10 ms after it), samples the lag SAMPLE_AT s after the start, measures the committed and
-# applied rates over the measured part of the run, then (once DONE_FILE exists) the time for
-# lag_bytes to read 0 (at most 10 s). Prints one JSON object.
+# The lag watcher: polls replication_status on the primary (every 50 ms during the run, 10 ms
+# after it), samples the lag SAMPLE_AT s after the start and measures the committed and applied
+# rates over the measured part of the run (or up to a drop). Once DONE_FILE exists it polls the
+# secondary too, until the primary's status reads lag_bytes 0 (at most 10 s): the drain is when
+# the secondary's own applied end reached the primary's final committed end (the primary's
+# status lags: it is refreshed by the volume's poller, which an idle reactor runs only when it
+# wakes, up to max_sleep_ms later). Prints one JSON object.
 cat > "$WORK/watch.py" <<'PY'
 import json, os, socket, sys, time
-sock, done, sample_at, warmup, sector = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-def status():
+psock, ssock, done = sys.argv[1:4]
+sample_at, warmup, sector = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+def call(sock, method):
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock)
-    s.sendall(b'{"jsonrpc": "2.0", "method": "replication_status", "id": 1}')
+    s.sendall(json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode())
     buf = b""
     while True:
         buf += s.recv(65536)
         try:
-            p = json.loads(buf)["result"]["primaries"][0]
-            return p["committed"], p["secondary"]
+            return json.loads(buf)["result"]
         except json.JSONDecodeError:
             continue
 t0 = time.monotonic()
-samples, sample, ended, after, drained, drop_t = [], None, None, None, None, None
+samples, seen, sample, ended, after, zero, drop_t = [], [], None, None, None, None, None
 while True:
     t = time.monotonic() - t0
-    committed, sec = status()
+    p = call(psock, "replication_status")["primaries"][0]
+    committed, sec = p["committed"], p["secondary"]
     samples.append((t, committed, sec["applied"]))
     if sec["dropped"] and drop_t is None:
         drop_t = t
@@ -176,16 +185,22 @@ while True:
     if ended is None and os.path.exists(done):
         ended, after = t, sec
         sample = sample or sec
-    if ended is not None and (sec["lag_bytes"] == 0 or sec["dropped"]):
-        drained = None if sec["dropped"] else (t - ended) * 1000
-        break
-    if ended is not None and t - ended > 10:
-        break
+    if ended is not None:
+        seen.append((t, call(ssock, "replication_status")["secondaries"][0]["applied"]))
+        if sec["dropped"] or t - ended > 10:
+            break
+        if sec["lag_bytes"] == 0:
+            zero = (t - ended) * 1000
+            break
     time.sleep(0.05 if ended is None else 0.01)
-run = [x for x in samples if warmup <= x[0] <= (ended or t) and (drop_t is None or x[0] <= drop_t)]
+lo, hi = (warmup, ended or t) if drop_t is None or drop_t > warmup else (0, drop_t)
+run = [x for x in samples if lo <= x[0] <= hi]
 rate = lambda i: (run[-1][i] - run[0][i]) * sector / (run[-1][0] - run[0][0]) / 2**20 if len(run) > 1 else None
+drain = None
+if zero is not None:
+    drain = next(((x - ended) * 1000 for x, a in seen if a >= committed), None)
 print(json.dumps({"lag_bytes": sample["lag_bytes"], "lag_seconds": sample["lag_seconds"],
-                  "lag_bytes_end": after["lag_bytes"], "drain_ms": drained,
+                  "lag_bytes_end": after["lag_bytes"], "drain_ms": drain, "status_zero_ms": zero,
                   "log_mib_s": rate(1), "applied_mib_s": rate(2),
                   "dropped": sec["dropped"], "dropped_after_s": drop_t, "alarm": sec["alarm"]}))
 PY
@@ -236,7 +251,7 @@ for setup in 1 2 3; do
     say "a $name: $(label "$@")"
     rm -f "$WORK/perf.done"
     if [ "$setup" != 1 ]; then
-      python3 "$WORK/watch.py" "$WORK/prim.sock" "$WORK/perf.done" "$(python3 -c "print($TIME + 1 - 0.3)")" 1 \
+      python3 "$WORK/watch.py" "$WORK/prim.sock" "$WORK/sec.sock" "$WORK/perf.done" "$(python3 -c "print($TIME + 1 - 0.3)")" 1 \
         "$LOG_BLOCK" > "$WORK/lag.json" &
       watch=$!
     fi
@@ -248,16 +263,14 @@ for setup in 1 2 3; do
     if [ "$setup" != 1 ]; then
       wait "$watch" || die "the lag watcher failed"
       lag=$(cat "$WORK/lag.json")
-      kill -9 "$PID_sec"
-      wait "$PID_sec" 2>/dev/null || true
+      { kill -9 "$PID_sec" && wait "$PID_sec"; } 2>/dev/null || true
     fi
     record "$name" "$(label "$@")" "$WORK/r.json" ${lag:+"$lag"}
     rpc prim nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 1}" > /dev/null
     rpc prim volume_delete "{\"name\": \"$vol\"}" > /dev/null
   done
 done
-kill -9 "$PID_prim"
-wait "$PID_prim" 2>/dev/null || true
+{ kill -9 "$PID_prim" && wait "$PID_prim"; } 2>/dev/null || true
 
 # ---- b. failover through the bunker ---------------------------------------------------------
 B=$WORK/b
@@ -294,12 +307,11 @@ COUNT=$((TAIL_MB * 8))
 say "b: writing $TAIL_MB MiB ($COUNT x 128 KiB, QD8)"
 "$BIN" perf -r "$(trid "$PPORT")" -c "$PCORE" -w write -q 8 -o 131072 --io-count "$COUNT" -t 120 --json \
   > "$WORK/b-perf.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
-sleep 0.3 # one status period: the lag below is current
+sleep 1.2 # the status is refreshed when the idle reactor wakes (max_sleep_ms 1000): current now
 ship bprim > "$WORK/b-lag.json"
 proxy_stats=$(exec 3<>"/dev/tcp/127.0.0.1/$CPORT" && echo stats >&3 && head -n1 <&3)
 say "b: lag $(json 'j["lag_bytes"]' < "$WORK/b-lag.json") B; proxy: $proxy_stats; SIGKILL the primary"
-kill -9 "$PID_bprim"
-wait "$PID_bprim" 2>/dev/null || true
+{ kill -9 "$PID_bprim" && wait "$PID_bprim"; } 2>/dev/null || true
 t0=$(date +%s.%N)
 rpc bsec volume_failover "{\"volume\": \"vol0\", \"nqn\": \"$NQN\"}" > "$WORK/b-failover.json" ||
   { cat "$WORK/bsec.txt" >&2; die "failover failed"; }
@@ -307,8 +319,7 @@ t1=$(date +%s.%N)
 python3 -c "import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$t0" "$t1" \
   > "$WORK/b-rpc-ms"
 say "b: failover $(json 'json.dumps(j)' < "$WORK/b-failover.json")"
-kill -9 "$PROXY" 2>/dev/null || true
-wait "$PROXY" 2>/dev/null || true
+{ kill -9 "$PROXY" && wait "$PROXY"; } 2>/dev/null || true
 
 [ -z "${BENCH_JSON:-}" ] || cp "$WORK/rows.jsonl" "$BENCH_JSON"
 say "done in $(($(date +%s) - START)) s ($(($(date +%s) - LAYOUT)) s after the build)"
@@ -322,13 +333,13 @@ print()
 print("a. replication throughput, local-only volume on uring files, NVMe/TCP over loopback")
 print()
 print("| setup | workload | IOPS | MiB/s | p50 µs | p99 µs | IOPS / (1) | log MiB/s | applied MiB/s "
-      "| lag at end | lag s at end | drain ms |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| lag at end | lag s at end | drain ms | status 0 ms |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 base = {r["workload"]: r for r in rows if "no secondary" in r["setup"]}
 verdicts = []
 fmt = lambda v, f: "" if v is None else format(v, f)
 for r in rows:
-    extra = [""] * 6
+    extra = [""] * 7
     if "lag_bytes" in r:
         b = base[r["workload"]]
         x = r["iops"] / b["iops"]
@@ -341,15 +352,17 @@ for r in rows:
         verdicts.append(line)
         lag = "dropped" if r["dropped"] else f"{r['lag_bytes'] / 2**20:.2f} MiB"
         drain = "dropped" if r["dropped"] else ("> 10 s" if r["drain_ms"] is None else f"{r['drain_ms']:.0f}")
+        zero = "dropped" if r["dropped"] else ("> 10 s" if r["status_zero_ms"] is None else f"{r['status_zero_ms']:.0f}")
         extra = [f"{x:.2f}", fmt(r["log_mib_s"], ",.0f"), fmt(r["applied_mib_s"], ",.0f"), lag,
-                 "" if r["dropped"] else f"{r['lag_seconds']:.2f}", drain]
+                 "" if r["dropped"] else f"{r['lag_seconds']:.2f}", drain, zero]
     print(f"| {r['setup']} | {r['workload']} | {r['iops']:,.0f} | {r['mib_per_s']:,.1f} | {r['p50']:.1f} "
           f"| {r['p99']:.1f} | {' | '.join(extra)} |")
 print()
 print("\n".join(verdicts))
 print("- log MiB/s: the primary's committed log rate (entries with headers); applied MiB/s: the "
       "secondary's applied end as the primary sees it (until a drop); lag at end: 0.3 s before the run ends; "
-      "drain: from perf's exit until lag_bytes reads 0 (status refreshes every 100 ms)")
+      "drain: from perf's exit until the secondary's own applied end reached the final committed end "
+      "(polled every ~10 ms); status 0: until the primary's replication_status read lag_bytes 0")
 lag = json.load(open(f"{work}/b-lag.json"))
 f = json.load(open(f"{work}/b-failover.json"))
 w = json.load(open(f"{work}/b-perf.json"))

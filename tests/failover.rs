@@ -176,7 +176,12 @@ fn shipping_keeps_the_replica_identical() {
     wait_for_link(&p, &s);
     let out = perf(t.pport, &["-t", "2"]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let committed = primary_view(&p)["committed"].as_u64().unwrap();
+    let landed = || {
+        let st = p.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"].clone();
+        (st["committed"] == st["tail"]).then(|| st["committed"].as_u64().unwrap())
+    };
+    wait_for("the primary's writes to land", 30, || landed().is_some());
+    let committed = landed().unwrap();
     wait_for("the replica to apply everything", 30, || {
         secondary_view(&s)["applied"].as_u64() >= Some(committed)
     });
@@ -460,7 +465,12 @@ fn failback_resends_only_the_divergent_blocks() {
     assert!(divergent > 0, "the test should leave a divergent tail: {plan}");
     let sv = || s.rpc("replication_status", None).unwrap()["primaries"][0]["secondary"].clone();
     wait_for("the resync to complete", 30, || sv()["resync_done"] == true);
-    let committed = s.rpc("replication_status", None).unwrap()["primaries"][0]["committed"].as_u64().unwrap();
+    let landed = || {
+        let st = s.rpc("volume_status", Some(json!({"name": "vol0"}))).unwrap()["status"].clone();
+        (st["committed"] == st["tail"]).then(|| st["committed"].as_u64().unwrap())
+    };
+    wait_for("the new primary's writes to land", 30, || landed().is_some());
+    let committed = landed().unwrap();
     wait_for("the old primary to apply the new primary's log", 30, || {
         p2.rpc("replication_status", None).unwrap()["secondaries"][0]["applied"].as_u64() >= Some(committed)
     });

@@ -265,7 +265,14 @@ fn fail_back(
     }
     let view = |n: &Node| -> Result<Value, String> { n.rpc("replication_status", None) };
     wait(30, || Ok(view(&new_primary)?["primaries"][0]["secondary"]["resync_done"] != false), "the resync")?;
-    let committed = view(&new_primary)?["primaries"][0]["committed"].as_u64().unwrap_or(0);
+    // Answered writes may still be landing on the volume (the log already holds them): wait
+    // until everything written is committed, then until the old primary has applied it.
+    let settled = |n: &Node| -> Result<Option<u64>, String> {
+        let st = &n.rpc("volume_status", Some(json!({"name": "vol0"})))?["status"];
+        Ok((st["committed"] == st["tail"]).then(|| st["committed"].as_u64().unwrap_or(0)))
+    };
+    wait(30, || Ok(settled(&new_primary)?.is_some()), "the new primary's writes to land")?;
+    let committed = settled(&new_primary)?.unwrap_or(0);
     wait(
         30,
         || Ok(view(&old)?["secondaries"][0]["applied"].as_u64() >= Some(committed)),
