@@ -207,7 +207,7 @@ impl VolumeCore {
             K_FLUSH | K_SUPER => return self.on_checkpoint(kind, c.status),
             K_CATCHUP => return self.on_catch_up_read(c),
             K_READ => return self.on_read(slot, c),
-            K_SHIP => return self.on_ship_read(c),
+            K_SHIP => return self.on_ship_read(slot, c),
             K_RESYNC => return self.on_resync_read(c),
             K_VOLUME if !c.status.is_success() => return self.volume_failed(slot, c.status),
             _ => {}

@@ -15,16 +15,24 @@ const BATCH_BYTES: u64 = 64 << 10;
 const BATCH_WAIT: Nanos = NS_PER_MS;
 /// Log fill beyond which a secondary that holds the head back is dropped.
 const DROP_FILL: f64 = 0.9;
+/// Log reads for shipping in flight at once.
+const SHIP_READS: usize = 4;
 /// Lag samples kept (one per STATUS_EVERY at most).
 const LAG_SAMPLES: usize = 4096;
 
 /// The primary's side of one secondary.
 pub(super) struct Shipper {
     pub link: TcpLink,
-    /// Next LSN to read from the local log and send.
+    /// Next LSN to send.
     next: u64,
-    /// A log read for shipping is in flight, from this LSN.
-    reading: Option<u64>,
+    /// Next LSN to read from the local log (reads run ahead of sending).
+    read_to: u64,
+    /// Log reads by LSN: in flight (None) or done and waiting for their turn to be sent.
+    reads: BTreeMap<u64, Option<DmaBuf>>,
+    /// The LSN each read slot is reading; tags carry `gen * SHIP_READS + slot`.
+    slots: [Option<u64>; SHIP_READS],
+    /// Bumped whenever the pipeline restarts, so late completions of older reads are ignored.
+    gen: u64,
     /// Contiguous end the secondary holds durably in staging.
     received: u64,
     acked: BTreeMap<u64, u32>,
@@ -80,7 +88,10 @@ impl Shipper {
         Shipper {
             link: TcpLink::new(addr, hello),
             next: 0,
-            reading: None,
+            read_to: 0,
+            reads: BTreeMap::new(),
+            slots: [None; SHIP_READS],
+            gen: 0,
             received: head,
             acked: BTreeMap::new(),
             applied: head,
@@ -105,6 +116,13 @@ impl Shipper {
             confirmed: false,
         });
         self
+    }
+
+    /// Restarts reading at `from`; reads still in flight are ignored when they complete.
+    fn restart(&mut self, from: u64) {
+        (self.next, self.read_to, self.slots) = (from, from, [None; SHIP_READS]);
+        self.reads.clear();
+        self.gen += 1;
     }
 
     /// The LSN below which the secondary no longer needs the log.
@@ -147,7 +165,8 @@ impl VolumeCore {
                 }
                 sh.synced = true;
                 sh.alarm = None;
-                (sh.next, sh.received, sh.applied) = (durable_end, durable_end, sh.applied.max(head));
+                sh.restart(durable_end);
+                (sh.received, sh.applied) = (durable_end, sh.applied.max(head));
                 sh.acked.clear();
             }
             LinkEvent::Down { why } => {
@@ -183,48 +202,73 @@ impl VolumeCore {
         }
     }
 
-    /// Reads the next batch of committed entries from the local log, when one is due.
+    /// Reads the next batches of committed entries from the local log (several in flight),
+    /// when one is due.
     pub(super) fn ship_step(&mut self, now: Nanos) -> bool {
         let committed = self.shared.log.committed();
         let (sector, per_buf) =
             (u64::from(self.geo.sector), (self.pool.buf_size() / self.geo.sector as usize) as u64);
         let Some(sh) = self.ship.as_mut() else { return false };
-        if !sh.synced || sh.reading.is_some() || sh.next >= committed || sh.link.state() != LinkState::Up {
+        if !sh.synced || sh.read_to >= committed || sh.link.state() != LinkState::Up {
             return false;
         }
-        let waiting = (committed - sh.next) * sector;
-        let since = *sh.pending_since.get_or_insert(now);
-        if waiting < BATCH_BYTES && now.saturating_sub(since) < BATCH_WAIT {
-            return true; // keep polling: the batch is due within BATCH_WAIT
+        if sh.reads.is_empty() {
+            let since = *sh.pending_since.get_or_insert(now);
+            if (committed - sh.read_to) * sector < BATCH_BYTES && now.saturating_sub(since) < BATCH_WAIT {
+                return true; // keep polling: the batch is due within BATCH_WAIT
+            }
         }
         sh.pending_since = None;
-        let n = (committed - sh.next).min(per_buf).min(self.geo.until_wrap(sh.next));
-        let Some(mut buf) = self.pool.alloc() else { return false };
-        buf.set_len(n as usize * self.geo.sector as usize);
-        let io = BdevIo {
-            ty: IoType::Read,
-            offset_blocks: self.geo.block_of(sh.next),
-            num_blocks: n as u32,
-            buf: Some(buf),
-            fua: false,
-            tag: tag(0, K_SHIP),
-        };
-        if self.log_ch.submit(io).is_ok() {
-            sh.reading = Some(sh.next);
+        let mut work = false;
+        while let Some(i) = sh.slots.iter().position(Option::is_none).filter(|_| sh.read_to < committed) {
+            let n = (committed - sh.read_to).min(per_buf).min(self.geo.until_wrap(sh.read_to));
+            let Some(mut buf) = self.pool.alloc() else { break };
+            buf.set_len(n as usize * self.geo.sector as usize);
+            let slot = sh.gen as usize * SHIP_READS + i;
+            let io = BdevIo {
+                ty: IoType::Read,
+                offset_blocks: self.geo.block_of(sh.read_to),
+                num_blocks: n as u32,
+                buf: Some(buf),
+                fua: false,
+                tag: tag(slot, K_SHIP),
+            };
+            if self.log_ch.submit(io).is_err() {
+                break;
+            }
+            sh.slots[i] = Some(sh.read_to);
+            sh.reads.insert(sh.read_to, None);
+            sh.read_to += n;
+            work = true;
         }
-        true
+        work
     }
 
-    pub(super) fn on_ship_read(&mut self, c: IoCompletion) {
+    /// A shipping read is done: send what is next in LSN order.
+    pub(super) fn on_ship_read(&mut self, slot: usize, c: IoCompletion) {
         let Some(sh) = self.ship.as_mut() else { return };
-        let (Some(from), Some(buf)) = (sh.reading.take(), c.buf) else { return };
-        if !c.status.is_success() {
-            tracing::error!(volume = self.shared.name, status = %c.status, "reading the log for shipping");
-            return;
+        if slot / SHIP_READS != sh.gen as usize {
+            return; // from before a restart
         }
-        let n = (buf.len() / self.geo.sector as usize) as u64;
-        if from == sh.next && sh.link.write_at(from, buf.as_slice()) {
-            sh.next = from + n;
+        let Some(lsn) = sh.slots[slot % SHIP_READS].take() else { return };
+        match c.buf.filter(|_| c.status.is_success()) {
+            Some(buf) => {
+                sh.reads.insert(lsn, Some(buf));
+            }
+            None => {
+                tracing::error!(volume = self.shared.name, status = %c.status, "reading the log for shipping");
+                let next = sh.next;
+                return sh.restart(next);
+            }
+        }
+        while let Some(Some(buf)) = sh.reads.get(&sh.next) {
+            let n = (buf.len() / self.geo.sector as usize) as u64;
+            if !sh.link.write_at(sh.next, buf.as_slice()) {
+                let next = sh.next;
+                return sh.restart(next); // the link's queue is full: read it again later
+            }
+            sh.reads.remove(&sh.next);
+            sh.next += n;
         }
     }
 
