@@ -1,9 +1,10 @@
-//! A non-blocking TCP stream carrying [`Msg`] frames: a bounded receive buffer, a send buffer
+//! A non-blocking [`Stream`] carrying [`Msg`] frames: a bounded receive buffer, a send buffer
 //! flushed as far as the socket takes it, never blocking.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
+use super::Stream;
 use crate::replication::wire::{Msg, MAX_FRAME};
 
 /// Why a framed stream failed.
@@ -22,8 +23,8 @@ pub enum FramedError {
 
 /// A framed stream.
 pub struct Framed {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The stream.
+    pub stream: Box<dyn Stream>,
     inbuf: Vec<u8>,
     rend: usize,
     out: Vec<u8>,
@@ -31,17 +32,16 @@ pub struct Framed {
 }
 
 impl Framed {
-    /// Wraps a (non-blocking) stream.
+    /// Wraps a TCP stream, making it non-blocking.
     pub fn new(stream: TcpStream) -> std::io::Result<Framed> {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
-        Ok(Framed {
-            stream,
-            inbuf: vec![0; MAX_FRAME + 64],
-            rend: 0,
-            out: Vec::with_capacity(1 << 20),
-            opos: 0,
-        })
+        Ok(Framed::over(Box::new(stream)))
+    }
+
+    /// Wraps a non-blocking stream.
+    pub fn over(stream: Box<dyn Stream>) -> Framed {
+        Framed { stream, inbuf: vec![0; MAX_FRAME + 64], rend: 0, out: Vec::with_capacity(1 << 20), opos: 0 }
     }
 
     /// Queues a message.

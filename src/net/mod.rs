@@ -8,8 +8,70 @@ pub mod framed;
 pub mod proxy;
 pub mod tcp;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
 use crate::reactor::Nanos;
 use crate::replication::wire::Msg;
+
+/// A non-blocking byte stream between two nodes: a TCP socket in production, an in-memory
+/// stream in the cluster simulator. Reads and writes return `WouldBlock` instead of waiting.
+pub trait Stream: Read + Write + Send {
+    /// Whether a connect started by a [`Dialer`] has completed (an error if it failed).
+    fn connected(&mut self) -> std::io::Result<bool>;
+    /// The descriptor a sleeping reactor watches, if there is one.
+    fn raw_fd(&self) -> Option<RawFd>;
+}
+
+impl Stream for TcpStream {
+    fn connected(&mut self) -> std::io::Result<bool> {
+        crate::sys::net::connect_finished(self)
+    }
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
+/// Starts connections to peers: how links reach the network.
+pub trait Dialer: Send + Sync {
+    /// Starts a non-blocking connect to `addr`.
+    fn dial(&self, addr: SocketAddr) -> std::io::Result<Box<dyn Stream>>;
+}
+
+/// The real network: non-blocking TCP connects with no Nagle delay.
+#[derive(Debug, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr) -> std::io::Result<Box<dyn Stream>> {
+        let s = crate::sys::net::connect_nonblocking(addr)?;
+        s.set_nodelay(true)?;
+        Ok(Box::new(s))
+    }
+}
+
+/// The dialer links use unless told otherwise.
+pub fn tcp() -> Arc<dyn Dialer> {
+    Arc::new(TcpDialer)
+}
+
+/// The network a volume's links go through (TCP unless a simulator supplies its own).
+#[derive(Clone)]
+pub struct Net(pub Arc<dyn Dialer>);
+
+impl Default for Net {
+    fn default() -> Net {
+        Net(tcp())
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Net")
+    }
+}
 
 /// What a link reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,14 @@
-//! The TCP replication link, client side (primary → bunker): connects without blocking,
+//! The replication link over a stream (TCP, or the simulator's network), client side
+//! (primary → bunker, primary → secondary): connects through a [`Dialer`] without blocking,
 //! attaches with Hello, pipelines writes (many per send), sends heartbeats, detects loss
 //! (errors or silence) and reconnects after a back-off.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use super::framed::Framed;
-use super::{Link, LinkEvent, LinkState};
+use super::{Dialer, Link, LinkEvent, LinkState};
 use crate::reactor::time::{NS_PER_MS, NS_PER_S};
 use crate::reactor::Nanos;
 use crate::replication::wire::Msg;
@@ -30,6 +32,7 @@ enum Conn {
 /// A link to one peer.
 pub struct TcpLink {
     addr: SocketAddr,
+    dialer: Arc<dyn Dialer>,
     hello: Msg,
     conn: Conn,
     last_heard: Nanos,
@@ -41,10 +44,16 @@ pub struct TcpLink {
 }
 
 impl TcpLink {
-    /// A link that will attach with `hello`.
+    /// A link over TCP that will attach with `hello`.
     pub fn new(addr: SocketAddr, hello: Msg) -> TcpLink {
+        TcpLink::with_dialer(addr, hello, super::tcp())
+    }
+
+    /// A link that reaches its peer through `dialer` and attaches with `hello`.
+    pub fn with_dialer(addr: SocketAddr, hello: Msg, dialer: Arc<dyn Dialer>) -> TcpLink {
         TcpLink {
             addr,
+            dialer,
             hello,
             conn: Conn::Down { retry_at: 0 },
             last_heard: 0,
@@ -77,13 +86,12 @@ impl TcpLink {
     fn step_connect(&mut self, now: Nanos) -> bool {
         match std::mem::replace(&mut self.conn, Conn::Down { retry_at: now + RECONNECT }) {
             Conn::Down { retry_at } if now >= retry_at => {
-                if let Ok(framed) = crate::sys::net::connect_nonblocking(self.addr).and_then(Framed::new) {
-                    self.conn = Conn::Connecting { framed, since: now };
+                if let Ok(stream) = self.dialer.dial(self.addr) {
+                    self.conn = Conn::Connecting { framed: Framed::over(stream), since: now };
                 }
                 true
             }
-            Conn::Connecting { mut framed, since } => match crate::sys::net::connect_finished(&framed.stream)
-            {
+            Conn::Connecting { mut framed, since } => match framed.stream.connected() {
                 Ok(true) => {
                     framed.queue(&self.hello);
                     self.conn = Conn::Attaching { framed, since: now };
@@ -210,7 +218,7 @@ impl Link for TcpLink {
     fn fd(&self) -> Option<RawFd> {
         match &self.conn {
             Conn::Connecting { framed, .. } | Conn::Attaching { framed, .. } | Conn::Up { framed } => {
-                Some(framed.stream.as_raw_fd())
+                framed.stream.raw_fd()
             }
             Conn::Down { .. } => None,
         }

@@ -110,8 +110,7 @@ fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), Stri
     home.call(move |cx| {
         let log_ch = Channel::new(c.log.clone()).map_err(|e| e.to_string())?;
         let data_ch = Channel::new(c.data.clone()).map_err(|e| e.to_string())?;
-        let core =
-            VolumeCore::new(s, pool, log_ch, data_ch, sb, c.mode, c.on_bunker_loss, c.bunker, c.secondary);
+        let core = VolumeCore::new(s, pool, log_ch, data_ch, sb, &c);
         cx.spawn(Box::new(core));
         Ok::<(), String>(())
     })
@@ -175,6 +174,7 @@ pub fn examine(app: &Arc<App>) -> Vec<String> {
             force: false,
             secondary: sb.setup.secondary.parse().ok(),
             identity: None,
+            net: Default::default(),
         };
         match create_volume(app, cfg) {
             Ok(o) => {

@@ -104,6 +104,7 @@ fn volume_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
         force: p.force,
         secondary: None,
         identity: None,
+        net: Default::default(),
     };
     let opened = manager::create_volume(app, cfg).map_err(RpcError::invalid)?;
     Ok(

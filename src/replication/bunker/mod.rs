@@ -226,9 +226,14 @@ impl BunkerConn {
         bunkers: Arc<Bunkers>,
         pool: DmaPool,
     ) -> std::io::Result<BunkerConn> {
-        Ok(BunkerConn {
+        Ok(BunkerConn::over(Framed::new(stream)?, peer, bunkers, pool))
+    }
+
+    /// Wraps an accepted connection on any stream (the simulator's network, for one).
+    pub fn over(framed: Framed, peer: SocketAddr, bunkers: Arc<Bunkers>, pool: DmaPool) -> BunkerConn {
+        BunkerConn {
             name: format!("bunker_conn_{peer}"),
-            framed: Framed::new(stream)?,
+            framed,
             bunkers,
             pool,
             att: None,
@@ -245,7 +250,7 @@ impl BunkerConn {
             done: Vec::new(),
             closing: false,
             watching: Vec::new(),
-        })
+        }
     }
 
     fn refuse(&mut self, why: String) {
@@ -552,8 +557,10 @@ impl Poller for BunkerConn {
     }
 
     fn poll(&mut self, cx: &mut PollCtx<'_>) -> PollStatus {
-        if self.watching.is_empty() && cx.watch_fd(self.framed.stream.as_raw_fd()).is_ok() {
-            self.watching.push(self.framed.stream.as_raw_fd());
+        if let Some(fd) = self.framed.stream.raw_fd().filter(|_| self.watching.is_empty()) {
+            if cx.watch_fd(fd).is_ok() {
+                self.watching.push(fd);
+            }
         }
         let mut work = false;
         let mut msgs = std::mem::take(&mut self.msgs);

@@ -361,6 +361,7 @@ fn promote(app: &Arc<App>, sec: &Secondary, uuid: [u8; 16], epoch: u64) -> Resul
         force: true,
         secondary: None,
         identity: Some((uuid, epoch)),
+        net: Default::default(),
     };
     manager::create_volume(app, cfg).map(|_| ())
 }

@@ -356,4 +356,6 @@ pub struct VolumeConfig {
     pub secondary: Option<SocketAddr>,
     /// Volume UUID and epoch to format with (a promoted secondary keeps the volume's identity).
     pub identity: Option<([u8; 16], u64)>,
+    /// The network the bunker and shipping links go through.
+    pub net: crate::net::Net,
 }

@@ -207,7 +207,7 @@ impl VolumeCore {
         log.lower_head(origin);
         self.sb.setup.secondary = addr.to_string();
         self.sb_dirty = true;
-        let shipper = ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), origin);
+        let shipper = ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), origin, &self.net);
         self.ship = Some(if resync.is_empty() { shipper } else { shipper.with_resync(resync) });
         tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
     }

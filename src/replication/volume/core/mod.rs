@@ -9,16 +9,17 @@
 //! order; reads of blocks held by a live slot are handed here and wait for it the same way.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
-use super::{Mode, OnBunkerLoss, VolReq, VolumeShared, VolumeStatus, WriteLatency, MAX_INFLIGHT};
+use super::{
+    Mode, OnBunkerLoss, VolReq, VolumeConfig, VolumeShared, VolumeStatus, WriteLatency, MAX_INFLIGHT,
+};
 use crate::bdev::{BdevIo, Channel, IoCompletion, IoStatus, IoType};
 use crate::net::tcp::TcpLink;
-use crate::net::{Link, LinkEvent, LinkState};
+use crate::net::{Link, LinkEvent, LinkState, Net};
 use crate::reactor::time::NS_PER_MS;
 use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
 use crate::replication::format::{EntryHeader, EntryKind, Superblock};
@@ -92,6 +93,8 @@ pub struct VolumeCore {
     sb: Superblock,
     mode: Mode,
     on_loss: OnBunkerLoss,
+    /// The network links go through.
+    net: Net,
     link: Option<TcpLink>,
     /// The bunker confirmed this primary's epoch (HelloAck) since it started: until then (with
     /// a bunker configured) it serves nothing, since it may have been failed over.
@@ -122,22 +125,19 @@ pub struct VolumeCore {
 }
 
 impl VolumeCore {
-    /// Builds the core (on the home reactor).
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the core (on the home reactor) for the volume `cfg` describes.
     pub fn new(
         shared: Arc<VolumeShared>,
         pool: DmaPool,
         log_ch: Channel,
         data_ch: Channel,
         sb: Superblock,
-        mode: Mode,
-        on_loss: OnBunkerLoss,
-        bunker: Option<SocketAddr>,
-        secondary: Option<SocketAddr>,
+        cfg: &VolumeConfig,
     ) -> VolumeCore {
+        let net = cfg.net.clone();
         let geo = shared.log.geometry();
         let head = shared.log.head();
-        let link = bunker.map(|addr| {
+        let link = cfg.bunker.map(|addr| {
             let hello = Msg::Hello {
                 volume: shared.name.clone(),
                 uuid: shared.uuid,
@@ -146,10 +146,11 @@ impl VolumeCore {
                 ring_sectors: geo.ring_sectors,
                 head,
             };
-            TcpLink::new(addr, hello)
+            TcpLink::with_dialer(addr, hello, net.0.clone())
         });
-        let ship =
-            secondary.map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb), shared.log.head()));
+        let ship = cfg
+            .secondary
+            .map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb), shared.log.head(), &net));
         if link.is_none() {
             shared.serving.store(true, std::sync::atomic::Ordering::Release);
         }
@@ -161,8 +162,9 @@ impl VolumeCore {
             data_ch,
             geo,
             sb,
-            mode,
-            on_loss,
+            mode: cfg.mode,
+            on_loss: cfg.on_bunker_loss,
+            net,
             confirmed: link.is_none(),
             link,
             ship,

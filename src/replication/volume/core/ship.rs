@@ -8,6 +8,7 @@
 //! stalling the host: it then needs a new initial synchronisation, which its attach reports.
 
 use super::*;
+use std::net::SocketAddr;
 
 /// Ship when this many bytes are waiting...
 const BATCH_BYTES: u64 = 64 << 10;
@@ -84,9 +85,9 @@ pub struct ShipStatus {
 
 impl Shipper {
     /// A shipper for a log whose head is at `head` (nothing below it is needed).
-    pub fn new(addr: SocketAddr, hello: Msg, head: u64) -> Shipper {
+    pub fn new(addr: SocketAddr, hello: Msg, head: u64, net: &crate::net::Net) -> Shipper {
         Shipper {
-            link: TcpLink::new(addr, hello),
+            link: TcpLink::with_dialer(addr, hello, net.0.clone()),
             next: 0,
             read_to: 0,
             reads: BTreeMap::new(),
