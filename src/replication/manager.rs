@@ -12,7 +12,9 @@ use super::volume::{ReplVolume, VolumeConfig, VolumeCore, VolumeShared};
 use crate::app::App;
 use crate::bdev::Channel;
 use crate::net::acceptor::{Acceptor, MakeConn};
-use crate::reactor::Message;
+use crate::reactor::{Mailbox, Message};
+use crate::replication::format::Superblock;
+use crate::sys::DmaPool;
 
 /// Live volumes and replication ports of a daemon.
 #[derive(Default)]
@@ -94,24 +96,38 @@ pub fn create_volume(app: &Arc<App>, cfg: VolumeConfig) -> Result<Opened, String
     Ok(opened)
 }
 
-fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), String> {
-    let handles = app.runtime.handles();
-    let home = &handles[app.replication.volumes().len() % handles.len()];
+/// The shared state of an opened volume whose home reactor has `home` as mailbox.
+pub fn assemble(cfg: &VolumeConfig, opened: &Opened, home: Arc<Mailbox>) -> Arc<VolumeShared> {
     let log = Arc::new(ChangeLog::new(opened.geo, opened.end, opened.sb.head_lsn.min(opened.end)));
-    let shared = Arc::new(VolumeShared::new(
+    Arc::new(VolumeShared::new(
         &cfg.name,
         opened.sb.volume_uuid,
         log,
-        home.mailbox().clone(),
+        home,
         opened.sb.setup.origin_lsn,
         (cfg.data.name(), cfg.log.name()),
-    ));
+    ))
+}
+
+/// The home-reactor poller of an assembled volume (call on that reactor: it opens channels).
+pub fn home_poller(
+    cfg: &VolumeConfig,
+    shared: Arc<VolumeShared>,
+    sb: Superblock,
+    pool: DmaPool,
+) -> Result<VolumeCore, String> {
+    let log_ch = Channel::new(cfg.log.clone()).map_err(|e| e.to_string())?;
+    let data_ch = Channel::new(cfg.data.clone()).map_err(|e| e.to_string())?;
+    Ok(VolumeCore::new(shared, pool, log_ch, data_ch, sb, cfg))
+}
+
+fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), String> {
+    let handles = app.runtime.handles();
+    let home = &handles[app.replication.volumes().len() % handles.len()];
+    let shared = assemble(cfg, opened, home.mailbox().clone());
     let (c, s, sb, pool) = (cfg.clone(), shared.clone(), opened.sb.clone(), app.pool.clone());
     home.call(move |cx| {
-        let log_ch = Channel::new(c.log.clone()).map_err(|e| e.to_string())?;
-        let data_ch = Channel::new(c.data.clone()).map_err(|e| e.to_string())?;
-        let core = VolumeCore::new(s, pool, log_ch, data_ch, sb, &c);
-        cx.spawn(Box::new(core));
+        cx.spawn(Box::new(home_poller(&c, s, sb, pool)?));
         Ok::<(), String>(())
     })
     .map_err(|e| e.to_string())??;

@@ -60,6 +60,38 @@ pub struct Secondary {
     pub retired: AtomicBool,
 }
 
+/// Builds a secondary from its bdevs (data, staging, log): registers the staging log with
+/// `bunkers` in staging mode, resuming from its superblock if it held this volume. The caller
+/// starts its [`apply::Applier`].
+pub fn assemble(
+    bunkers: &super::bunker::Bunkers,
+    pool: &crate::sys::DmaPool,
+    name: &str,
+    (data, staging, log): (Arc<dyn Bdev>, Arc<dyn Bdev>, Arc<dyn Bdev>),
+    bunker: Option<SocketAddr>,
+    resync: bool,
+) -> Result<Arc<Secondary>, String> {
+    let resumed =
+        staging_superblock(pool, &staging).filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
+    let vol = bunkers.create_as(name, staging.clone(), Some(data.clone()))?;
+    if let Some(sb) = &resumed {
+        *vol.state.lock().expect("bunker state") = BunkerState::resumed(sb);
+        tracing::info!(volume = name, applied = sb.checkpoint_lsn, epoch = sb.epoch, "staging log resumed");
+    }
+    vol.state.lock().expect("bunker state").resync_pending = resync;
+    Ok(Arc::new(Secondary {
+        name: name.into(),
+        staging: vol,
+        data,
+        log,
+        bunker: Mutex::new(bunker),
+        state: Mutex::new(SecondaryState { role: "replica".into(), ..Default::default() }),
+        hold: AtomicBool::new(false),
+        held: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
+    }))
+}
+
 impl Secondary {
     /// Rings the applier's reactor (after the control plane moved the staging end).
     pub fn wake_applier(&self) {
@@ -130,25 +162,8 @@ pub fn create(
         }
     }
     let release = || claimed.iter().for_each(|c| app.bdevs.release(c));
-    let resumed =
-        staging_superblock(app, &staging).filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
-    let vol = app.bunkers.create_as(name, staging.clone(), Some(data.clone())).inspect_err(|_| release())?;
-    if let Some(sb) = &resumed {
-        *vol.state.lock().expect("bunker state") = BunkerState::resumed(sb);
-        tracing::info!(volume = name, applied = sb.checkpoint_lsn, epoch = sb.epoch, "staging log resumed");
-    }
-    vol.state.lock().expect("bunker state").resync_pending = resync;
-    let sec = Arc::new(Secondary {
-        name: name.into(),
-        staging: vol,
-        data,
-        log,
-        bunker: Mutex::new(bunker),
-        state: Mutex::new(SecondaryState { role: "replica".into(), ..Default::default() }),
-        hold: AtomicBool::new(false),
-        held: AtomicBool::new(false),
-        retired: AtomicBool::new(false),
-    });
+    let sec = assemble(&app.bunkers, &app.pool, name, (data, staging, log), bunker, resync)
+        .inspect_err(|_| release())?;
     start_applier(app, &sec).inspect_err(|_| {
         app.bunkers.remove(name);
         release();
@@ -158,9 +173,9 @@ pub fn create(
     Ok(sec)
 }
 
-fn staging_superblock(app: &App, staging: &Arc<dyn Bdev>) -> Option<Superblock> {
+fn staging_superblock(pool: &crate::sys::DmaPool, staging: &Arc<dyn Bdev>) -> Option<Superblock> {
     let mut ch = Channel::new(staging.clone()).ok()?;
-    let two = sync::read(&mut ch, &app.pool, 0, 2).ok()?;
+    let two = sync::read(&mut ch, pool, 0, 2).ok()?;
     let (a, b) = two.split_at(staging.block_size() as usize);
     Superblock::choose(a, b).ok()
 }

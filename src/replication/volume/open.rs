@@ -177,9 +177,12 @@ fn format(
     max_io: u32,
 ) -> Result<Opened, OpenError> {
     let sector = cfg.log.block_size();
-    // A fresh LSN range: entries left by an earlier log on this device name other LSNs.
-    let start = (u64::from(uuid::Uuid::new_v4().as_u128() as u32) + 1) << 24;
     let (uuid, epoch) = cfg.identity.unwrap_or((*uuid::Uuid::new_v4().as_bytes(), 1));
+    // A fresh LSN range per identity and epoch: entries left by an earlier log on this device
+    // name other LSNs (and a given identity formats reproducibly, as the simulator needs).
+    let mut id = uuid.to_vec();
+    id.extend_from_slice(&epoch.to_le_bytes());
+    let start = (u64::from(crc32c::crc32c(&id)) + 1) << 24;
     let sb = Superblock {
         generation: 2,
         volume_uuid: uuid,

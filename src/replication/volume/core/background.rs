@@ -8,8 +8,11 @@ impl VolumeCore {
     /// Starts a checkpoint when due: flush the volume, then record `applied` in the superblock.
     pub(super) fn maybe_checkpoint(&mut self, now: Nanos) -> bool {
         let applied = self.shared.log.applied();
+        // The head waits for checkpoints: with a quarter of the ring since the last one, the
+        // next one is due at once.
+        let urgent = applied.saturating_sub(self.checkpointed) > self.geo.ring_sectors / 4;
         if !matches!(self.checkpoint, Checkpoint::Idle)
-            || now < self.next_checkpoint
+            || (now < self.next_checkpoint && !urgent)
             || (applied == self.sb.checkpoint_lsn && !self.sb_dirty)
         {
             return false;
@@ -65,7 +68,10 @@ impl VolumeCore {
                     self.checkpoint = Checkpoint::Idle;
                 }
             }
-            (K_SUPER, Checkpoint::Writing) => self.checkpoint = Checkpoint::Idle,
+            (K_SUPER, Checkpoint::Writing) => {
+                self.checkpointed = self.sb.checkpoint_lsn;
+                self.checkpoint = Checkpoint::Idle;
+            }
             _ => self.checkpoint = Checkpoint::Idle,
         }
     }

@@ -331,7 +331,12 @@ impl VolumeCore {
         let log = &self.shared.log;
         let committed = log.advance_committed();
         log.set_applied(committed);
-        let mut head = if self.link.is_some() { committed.min(self.bunker_end) } else { committed };
+        // Entries after the durable checkpoint are needed by recovery (their volume writes may
+        // be only in a volatile cache), and by the bunker until it holds them.
+        let mut head = committed.min(self.checkpointed);
+        if self.link.is_some() {
+            head = head.min(self.bunker_end);
+        }
         if let Some(held) = self.ship.as_ref().and_then(|s| s.holds()) {
             head = head.min(held.max(log.head()));
         }

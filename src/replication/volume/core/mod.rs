@@ -113,6 +113,9 @@ pub struct VolumeCore {
     /// Reads issued to the data bdev from here: where to answer.
     read_slots: Vec<Option<VolReq>>,
     checkpoint: Checkpoint,
+    /// The checkpoint whose superblock is durable: recovery replays from here, so the log's
+    /// head never passes it (volume writes after it may still sit in a volatile cache).
+    checkpointed: u64,
     next_checkpoint: Nanos,
     next_status: Nanos,
     latency: Histogram<u64>,
@@ -178,6 +181,7 @@ impl VolumeCore {
             reads: VecDeque::new(),
             read_slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             checkpoint: Checkpoint::Idle,
+            checkpointed: head,
             next_checkpoint: 0,
             next_status: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
