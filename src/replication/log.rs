@@ -193,3 +193,24 @@ impl ChangeLog {
 
 #[cfg(test)]
 mod tests;
+
+/// Records that `[lsn, lsn + sectors)` is durable somewhere and moves `end`, the contiguous
+/// durable end, as far as the recorded ranges reach. Ranges may overlap or straddle `end`
+/// (a catch-up stream cut in buffer-sized pieces and live entries cover the same LSNs in
+/// different pieces), so a range counts whenever it starts at or before `end`.
+pub fn advance_contiguous(
+    acked: &mut std::collections::BTreeMap<u64, u32>,
+    end: &mut u64,
+    lsn: u64,
+    sectors: u32,
+) {
+    if lsn + u64::from(sectors) <= *end {
+        return;
+    }
+    let n = acked.entry(lsn).or_insert(0);
+    *n = (*n).max(sectors);
+    while let Some(reach) = acked.range(..=*end).map(|(l, n)| l + u64::from(*n)).max().filter(|r| r > end) {
+        *end = reach;
+    }
+    *acked = acked.split_off(&(*end + 1));
+}

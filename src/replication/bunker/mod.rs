@@ -16,7 +16,7 @@ use crate::bdev::{Bdev, BdevIo, Channel, IoCompletion, IoType};
 use crate::net::framed::Framed;
 use crate::reactor::{PollCtx, PollStatus, Poller};
 use crate::replication::format::Superblock;
-use crate::replication::log::LogGeometry;
+use crate::replication::log::{advance_contiguous, LogGeometry};
 use crate::replication::wire::Msg;
 use crate::sys::DmaPool;
 
@@ -324,6 +324,17 @@ impl BunkerConn {
             // A staging log meets a new primary's log (each promotion starts a fresh LSN
             // space at a higher epoch): what it held belongs to the old one.
             let new_log = vol.staging && epoch > st.epoch && st.epoch > 0;
+            // A staging log that knows this log but ends before its head has a gap nothing can
+            // fill (the primary dropped this secondary and trimmed): applying past it would
+            // corrupt the replica.
+            if vol.staging && st.uuid_raw == uuid && !new_log && st.ring_sectors > 0 && head > st.durable_end
+            {
+                return Err(format!(
+                    "this staging log ends at LSN {} but the primary's log now starts at {head}: \
+                     the replica needs an initial synchronisation",
+                    st.durable_end
+                ));
+            }
             if st.uuid_raw != uuid || new_log {
                 *st = BunkerState {
                     uuid: uuid::Uuid::from_bytes(uuid).to_string(),
@@ -469,14 +480,8 @@ impl BunkerConn {
         {
             let mut st = a.vol.state.lock().expect("bunker state");
             st.bytes_written += u64::from(sectors) * u64::from(a.geo.sector);
-            if lsn >= st.durable_end {
-                st.acked.insert(lsn, sectors);
-            }
-            loop {
-                let end = st.durable_end;
-                let Some(n) = st.acked.remove(&end) else { break };
-                st.durable_end += u64::from(n);
-            }
+            let st = &mut *st;
+            advance_contiguous(&mut st.acked, &mut st.durable_end, lsn, sectors);
         }
         self.framed.queue(&Msg::Ack { lsn, sectors });
         if let Some(w) = a.vol.waker.lock().expect("waker").as_ref() {

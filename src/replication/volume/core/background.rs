@@ -79,7 +79,7 @@ impl VolumeCore {
     /// Streams committed log bytes the bunker missed, from the local log.
     pub(super) fn catch_up_step(&mut self) -> bool {
         let Some(from) = self.catch_up else { return false };
-        if self.catch_up_busy || !self.link_up() {
+        if self.catch_up_read.is_some() || !self.link_up() {
             return false;
         }
         let committed = self.shared.log.committed();
@@ -99,13 +99,15 @@ impl VolumeCore {
             fua: false,
             tag: tag(0, K_CATCHUP),
         };
-        self.catch_up_busy = self.log_ch.submit(io).is_ok();
-        self.catch_up_busy
+        self.catch_up_read = self.log_ch.submit(io).is_ok().then_some(from);
+        self.catch_up_read.is_some()
     }
 
     pub(super) fn on_catch_up_read(&mut self, c: IoCompletion) {
-        self.catch_up_busy = false;
-        let (Some(from), Some(buf)) = (self.catch_up, c.buf) else { return };
+        // The catch-up may have restarted (link up again) while this read ran: only bytes read
+        // for the current position go out.
+        let read = self.catch_up_read.take();
+        let (Some(from), Some(buf)) = (self.catch_up.filter(|f| Some(*f) == read), c.buf) else { return };
         if !c.status.is_success() {
             tracing::error!(volume = self.shared.name, status = %c.status, "reading the log for bunker catch-up");
             return;

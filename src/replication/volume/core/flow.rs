@@ -405,12 +405,12 @@ impl VolumeCore {
                 s.pad_bunker = true;
             }
         }
-        if lsn >= self.bunker_end {
-            self.bunker_acked.insert(lsn, sectors);
-        }
-        while let Some(n) = self.bunker_acked.remove(&self.bunker_end) {
-            self.bunker_end += u64::from(n);
-        }
+        crate::replication::log::advance_contiguous(
+            &mut self.bunker_acked,
+            &mut self.bunker_end,
+            lsn,
+            sectors,
+        );
     }
 }
 

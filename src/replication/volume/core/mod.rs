@@ -105,7 +105,8 @@ pub struct VolumeCore {
     bunker_end: u64,
     bunker_acked: BTreeMap<u64, u32>,
     catch_up: Option<u64>,
-    catch_up_busy: bool,
+    /// The LSN of the catch-up read in flight.
+    catch_up_read: Option<u64>,
     slots: Vec<Option<Inflight>>,
     waiting: VecDeque<VolReq>,
     /// Reads handed over because they touch a live slot's blocks, in arrival order.
@@ -175,7 +176,7 @@ impl VolumeCore {
             bunker_end: head,
             bunker_acked: BTreeMap::new(),
             catch_up: None,
-            catch_up_busy: false,
+            catch_up_read: None,
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             waiting: VecDeque::new(),
             reads: VecDeque::new(),

@@ -178,12 +178,7 @@ impl VolumeCore {
                 }
             }
             LinkEvent::Acked { lsn, sectors } => {
-                if lsn >= sh.received {
-                    sh.acked.insert(lsn, sectors);
-                }
-                while let Some(n) = sh.acked.remove(&sh.received) {
-                    sh.received += u64::from(n);
-                }
+                crate::replication::log::advance_contiguous(&mut sh.acked, &mut sh.received, lsn, sectors);
             }
             LinkEvent::Message(Msg::Applied { lsn }) => sh.applied = sh.applied.max(lsn),
             LinkEvent::Message(Msg::Fenced { epoch }) => self.fence(epoch),

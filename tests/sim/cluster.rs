@@ -1,0 +1,470 @@
+//! Three nodes (0 primary, 1 bunker, 2 secondary), the stepping loop, the fault schedule and
+//! the checker.
+//!
+//! Invariants checked: every block of the primary's volume holds a write the host may see
+//! (after every restart, on every host read, and at the end: no acknowledged write lost or
+//! changed); once faults stop the cluster converges within a bound (the secondary applies
+//! everything the primary committed) and the replica then equals the primary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferrite::bdev::{Bdev, Channel};
+use ferrite::net::framed::Framed;
+use ferrite::net::Net;
+use ferrite::reactor::{Nanos, Reactor};
+use ferrite::replication::bunker::{BunkerConn, Bunkers};
+use ferrite::replication::manager;
+use ferrite::replication::secondary::{self, apply::Applier, Secondary};
+use ferrite::replication::volume::{open, Mode, OnBunkerLoss, ReplVolume, VolumeConfig, VolumeShared};
+use ferrite::rng::Rng;
+use ferrite::sys::region::Backing;
+use ferrite::sys::DmaPool;
+
+use super::disk::SimDisk;
+use super::host::{Host, BLOCK};
+use super::net::{addr, SimNet};
+use crate::Clock;
+
+const MS: Nanos = 1_000_000;
+const S: Nanos = 1_000 * MS;
+/// Volume size in blocks.
+const VOLUME_BLOCKS: u64 = 256;
+/// Log, bunker and staging size in 512-byte sectors.
+const LOG_SECTORS: u64 = 32768;
+const PRIMARY: usize = 0;
+const BUNKER: usize = 1;
+const SECONDARY: usize = 2;
+const NAMES: [&str; 3] = ["primary", "bunker", "secondary"];
+
+/// How a run goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Virtual time with workload and faults.
+    pub faulty: Nanos,
+    /// Bound on convergence once faults stop.
+    pub settle: Nanos,
+    /// Faults at all.
+    pub faults: bool,
+}
+
+impl Plan {
+    /// `ms` milliseconds of faults, then up to two minutes to converge.
+    pub fn faulty_ms(ms: u64) -> Plan {
+        Plan { faulty: ms * MS, settle: 120 * S, faults: true }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Writes acknowledged.
+    pub acked: u64,
+    /// Host reads checked.
+    pub reads: u64,
+    /// Crashes and restarts.
+    pub crashes: u64,
+    /// Link cuts.
+    pub cuts: u64,
+    /// The secondary fell a whole log behind and was dropped (it needs an initial sync).
+    pub dropped: bool,
+    /// Virtual time at the end.
+    pub end: Nanos,
+    /// Hash of the event trace (equal for equal seeds).
+    pub trace_hash: u32,
+}
+
+struct Node {
+    reactor: Option<Reactor>,
+    pool: DmaPool,
+    disks: Vec<SimDisk>,
+    volume: Option<(Arc<VolumeShared>, Channel)>,
+    secondary: Option<Arc<Secondary>>,
+    bunkers: Arc<Bunkers>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Restart(usize),
+    Heal(usize, usize),
+}
+
+/// The simulated cluster.
+pub struct Cluster {
+    seed: u64,
+    clock: Clock,
+    net: SimNet,
+    rng: Rng,
+    nodes: Vec<Node>,
+    host: Host,
+    pending: BTreeMap<(Nanos, u64), Pending>,
+    next_fault: Nanos,
+    trace: Vec<String>,
+    out: Outcome,
+}
+
+fn pool() -> DmaPool {
+    DmaPool::new(12288, 512, Backing::Normal).expect("sim DMA pool")
+}
+
+impl Cluster {
+    /// A fresh cluster for `seed`, every node started.
+    pub fn new(seed: u64) -> Result<Cluster, String> {
+        let clock = Clock::default();
+        let mut rng = Rng::new(seed);
+        let mut disk =
+            |name: &str, bs: u32, blocks: u64| SimDisk::new(name, bs, blocks, rng.next_u64(), clock.clone());
+        let disks = vec![
+            vec![disk("p-data", BLOCK as u32, VOLUME_BLOCKS), disk("p-log", 512, LOG_SECTORS)],
+            vec![disk("b-log", 512, LOG_SECTORS)],
+            vec![
+                disk("s-data", BLOCK as u32, VOLUME_BLOCKS),
+                disk("s-stage", 512, LOG_SECTORS),
+                disk("s-log", 512, LOG_SECTORS),
+            ],
+        ];
+        let net = SimNet::new(rng.next_u64(), clock.clone());
+        let nodes = disks
+            .into_iter()
+            .map(|disks| Node {
+                reactor: None,
+                pool: pool(),
+                disks,
+                volume: None,
+                secondary: None,
+                bunkers: Arc::new(Bunkers::default()),
+            })
+            .collect();
+        let mut c = Cluster {
+            seed,
+            clock,
+            net,
+            rng,
+            nodes,
+            host: Host::new(VOLUME_BLOCKS, 8),
+            pending: BTreeMap::new(),
+            next_fault: 0,
+            trace: Vec::new(),
+            out: Outcome::default(),
+        };
+        for n in [BUNKER, SECONDARY, PRIMARY] {
+            c.start(n)?;
+        }
+        Ok(c)
+    }
+
+    fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    fn event(&mut self, what: String) {
+        self.trace.push(format!("{:>9.3}ms {what}", self.now() as f64 / MS as f64));
+    }
+
+    fn start(&mut self, n: usize) -> Result<(), String> {
+        self.net.restart(n);
+        self.nodes[n].reactor = Some(Reactor::local_set(1).map_err(|e| e.to_string())?.remove(0));
+        match n {
+            PRIMARY => self.start_primary()?,
+            BUNKER => self.start_bunker()?,
+            _ => self.start_secondary()?,
+        }
+        self.net.listen(n);
+        self.event(format!("{} started", NAMES[n]));
+        Ok(())
+    }
+
+    fn start_primary(&mut self) -> Result<(), String> {
+        let node = &mut self.nodes[PRIMARY];
+        let (data, log) = (node.disks[0].clone(), node.disks[1].clone());
+        let cfg = VolumeConfig {
+            name: "vol0".into(),
+            data: Arc::new(data.clone()),
+            log: Arc::new(log.clone()),
+            mode: Mode::BunkerSync,
+            bunker: Some(addr(BUNKER)),
+            on_bunker_loss: OnBunkerLoss::LocalOnly,
+            force: false,
+            secondary: Some(addr(SECONDARY)),
+            identity: Some(([0x5a; 16], 1)),
+            net: Net(self.net.dialer(PRIMARY)),
+        };
+        let max_io = (node.pool.buf_size() as u32 - 512).min(128 * 1024);
+        data.set_immediate(true);
+        log.set_immediate(true);
+        let opened = open::open(&cfg, &node.pool, max_io).map_err(|e| format!("primary recovery: {e}"));
+        data.set_immediate(false);
+        log.set_immediate(false);
+        let opened = opened?;
+        let reactor = node.reactor.as_mut().expect("started");
+        let shared = manager::assemble(&cfg, &opened, reactor.mailbox().clone());
+        let core = manager::home_poller(&cfg, shared.clone(), opened.sb.clone(), node.pool.clone())?;
+        reactor.add_poller(Box::new(core), self.clock.now());
+        let vol: Arc<dyn Bdev> = Arc::new(ReplVolume::new(cfg.data.clone(), shared.clone()));
+        node.volume = Some((shared, Channel::new(vol).map_err(|e| e.to_string())?));
+        let image = data.view();
+        self.host.check_image(&image, "after the primary's recovery")?;
+        self.event(format!("primary recovered: {} entries replayed", opened.replayed));
+        Ok(())
+    }
+
+    fn start_bunker(&mut self) -> Result<(), String> {
+        let node = &mut self.nodes[BUNKER];
+        node.bunkers = Arc::new(Bunkers::default());
+        node.bunkers.create("vol0", Arc::new(node.disks[0].clone()))
+    }
+
+    fn start_secondary(&mut self) -> Result<(), String> {
+        let node = &mut self.nodes[SECONDARY];
+        node.bunkers = Arc::new(Bunkers::default());
+        let d = |i: usize| -> Arc<dyn Bdev> { Arc::new(node.disks[i].clone()) };
+        node.disks.iter().for_each(|d| d.set_immediate(true));
+        let sec = secondary::assemble(
+            &node.bunkers,
+            &node.pool,
+            "vol0",
+            (d(0), d(1), d(2)),
+            Some(addr(BUNKER)),
+            false,
+        );
+        node.disks.iter().for_each(|d| d.set_immediate(false));
+        let sec = sec?;
+        let reactor = node.reactor.as_mut().expect("started");
+        *sec.staging.waker.lock().expect("waker") = Some(reactor.mailbox().clone());
+        let applier = Applier::new(sec.clone(), node.pool.clone()).map_err(|e| e.to_string())?;
+        reactor.add_poller(Box::new(applier), self.clock.now());
+        node.secondary = Some(sec);
+        Ok(())
+    }
+
+    fn crash(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        if node.reactor.is_none() {
+            return;
+        }
+        node.volume = None;
+        node.secondary = None;
+        node.reactor = None;
+        node.disks.iter().for_each(SimDisk::crash);
+        self.net.crash(n);
+        if n == PRIMARY {
+            self.host.lost_primary();
+        }
+        self.out.crashes += 1;
+        self.event(format!("{} crashed", NAMES[n]));
+    }
+
+    /// Runs the plan; an error is a broken invariant (with the seed and the trace's tail).
+    pub fn run(mut self, plan: Plan) -> Result<Outcome, String> {
+        let result = self.run_inner(plan);
+        self.out.trace_hash = crc32c::crc32c(self.trace.join("\n").as_bytes());
+        self.out.end = self.now();
+        self.out.acked = self.host.acked;
+        self.out.reads = self.host.reads;
+        result.map(|()| std::mem::take(&mut self.out)).map_err(|e| {
+            let tail = self.trace.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n");
+            format!(
+                "seed {} (commit {}): {e}\nlast events:\n{tail}",
+                self.seed,
+                std::env::var("FERRITE_COMMIT").unwrap_or_else(|_| "see git log".into())
+            )
+        })
+    }
+
+    fn run_inner(&mut self, plan: Plan) -> Result<(), String> {
+        self.next_fault = self.rng.below(S);
+        while self.now() < plan.faulty {
+            let busy = self.step(true)?;
+            if plan.faults {
+                self.faults()?;
+            }
+            self.advance(busy);
+        }
+        self.settle(plan.settle)
+    }
+
+    /// One round: every live node polls once, in a seeded order, then the host.
+    fn step(&mut self, workload: bool) -> Result<bool, String> {
+        let now = self.now();
+        let mut order = [PRIMARY, BUNKER, SECONDARY];
+        for i in (1..order.len()).rev() {
+            order.swap(i, self.rng.below(i as u64 + 1) as usize);
+        }
+        let mut busy = false;
+        for n in order {
+            for (stream, peer) in self.net.accepted(n) {
+                let node = &mut self.nodes[n];
+                let conn = BunkerConn::over(
+                    Framed::over(Box::new(stream)),
+                    peer,
+                    node.bunkers.clone(),
+                    node.pool.clone(),
+                );
+                node.reactor.as_mut().expect("accepting node is up").add_poller(Box::new(conn), now);
+            }
+            if let Some(r) = self.nodes[n].reactor.as_mut() {
+                busy |= r.poll_once(now);
+            }
+        }
+        let node = &mut self.nodes[PRIMARY];
+        if let Some((_, ch)) = node.volume.as_mut() {
+            busy |= self.host.reap(ch)?;
+            if workload {
+                busy |= self.host.submit(ch, &node.pool, &mut self.rng, now);
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Moves virtual time: a little after a busy round, to the next disk or network event
+    /// (at most a millisecond away) after an idle one.
+    fn advance(&mut self, busy: bool) {
+        let now = self.now();
+        let next = if busy {
+            now + 1_000 + self.rng.below(4_000)
+        } else {
+            let due = self.nodes.iter().flat_map(|n| n.disks.iter().filter_map(SimDisk::next_due));
+            due.chain(self.net.next_due()).min().unwrap_or(u64::MAX).clamp(now + 1_000, now + MS)
+        };
+        self.clock.set(next);
+    }
+
+    fn faults(&mut self) -> Result<(), String> {
+        let now = self.now();
+        while let Some((&(at, id), &p)) = self.pending.first_key_value() {
+            if at > now {
+                break;
+            }
+            self.pending.remove(&(at, id));
+            match p {
+                Pending::Restart(n) => self.start(n)?,
+                Pending::Heal(a, b) => {
+                    self.net.set_cut(a, b, false);
+                    self.event(format!("{} -> {} healed", NAMES[a], NAMES[b]));
+                }
+            }
+        }
+        if now >= self.next_fault {
+            self.next_fault = now + self.rng.below(2 * S);
+            self.inject()?;
+        }
+        Ok(())
+    }
+
+    fn later(&mut self, after: Nanos, p: Pending) {
+        let id = self.rng.next_u64();
+        self.pending.insert((self.now() + after, id), p);
+    }
+
+    fn inject(&mut self) -> Result<(), String> {
+        let n = self.rng.below(3) as usize;
+        match self.rng.below(10) {
+            0..=3 if self.nodes[n].reactor.is_some() => {
+                self.crash(n);
+                let down = 50 * MS + self.rng.below(3 * S);
+                self.later(down, Pending::Restart(n));
+            }
+            4..=7 => {
+                let m = (n + 1 + self.rng.below(2) as usize) % 3;
+                let both = self.rng.below(2) == 0;
+                let span = 100 * MS + self.rng.below(6 * S);
+                for (a, b) in [(n, m), (m, n)].into_iter().take(if both { 2 } else { 1 }) {
+                    self.net.set_cut(a, b, true);
+                    self.later(span, Pending::Heal(a, b));
+                }
+                self.out.cuts += 1;
+                self.event(format!(
+                    "{} -> {} cut{} for {} ms",
+                    NAMES[n],
+                    NAMES[m],
+                    if both { " both ways" } else { "" },
+                    span / MS
+                ));
+            }
+            _ => {
+                self.net.reset_one();
+                self.event("a connection reset".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Faults stop: heal, restart, finish the host's I/O, and wait for the secondary to apply
+    /// everything the primary committed; then compare.
+    fn settle(&mut self, bound: Nanos) -> Result<(), String> {
+        self.net.heal();
+        for (_, p) in std::mem::take(&mut self.pending) {
+            if let Pending::Restart(n) = p {
+                self.start(n)?;
+            }
+        }
+        self.event("faults stopped".into());
+        let deadline = self.now() + bound;
+        loop {
+            let busy = self.step(false)?;
+            if self.converged() {
+                break;
+            }
+            if self.secondary_dropped() && self.host.idle() {
+                // The secondary fell a whole log behind during the faults: the primary dropped it
+                // with an alarm (it needs a new initial synchronisation), so it cannot converge.
+                self.out.dropped = true;
+                self.event("secondary dropped".into());
+                let primary = self.nodes[PRIMARY].disks[0].view();
+                return self.host.check_image(&primary, "primary volume at the end");
+            }
+            if self.now() > deadline {
+                return Err(format!(
+                    "no convergence within {} s after faults stopped: {}",
+                    bound / S,
+                    self.positions()
+                ));
+            }
+            self.advance(busy);
+        }
+        let committed = self.nodes[PRIMARY].volume.as_ref().map(|(s, _)| s.log.committed());
+        self.event(format!("converged at LSN {committed:?}"));
+        let primary = self.nodes[PRIMARY].disks[0].view();
+        self.host.check_image(&primary, "primary volume at the end")?;
+        let replica = self.nodes[SECONDARY].disks[0].view();
+        if let Some(b) = (0..VOLUME_BLOCKS as usize)
+            .find(|b| primary[b * BLOCK..(b + 1) * BLOCK] != replica[b * BLOCK..(b + 1) * BLOCK])
+        {
+            return Err(format!("after convergence the replica differs from the primary at block {b}"));
+        }
+        Ok(())
+    }
+
+    fn positions(&self) -> String {
+        let p = self.nodes[PRIMARY].volume.as_ref().map(|(s, _)| (s.log.committed(), s.log.applied()));
+        let ship = self.nodes[PRIMARY]
+            .volume
+            .as_ref()
+            .map(|(s, _)| serde_json::to_string(&*s.status.lock().expect("status")).unwrap_or_default());
+        let s = self.nodes[SECONDARY]
+            .secondary
+            .as_ref()
+            .map(|s| serde_json::to_string(&*s.staging.state.lock().expect("state")).unwrap_or_default());
+        format!(
+            "primary (committed, applied) {p:?}, shipping {ship:?}, secondary staging {s:?}, host in flight [{}]",
+            self.host.describe_inflight()
+        )
+    }
+
+    fn secondary_dropped(&self) -> bool {
+        let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
+        let st = shared.status.lock().expect("status");
+        st.secondary.as_ref().is_some_and(|s| {
+            s.dropped || s.alarm.as_deref().is_some_and(|a| a.contains("initial synchronisation"))
+        })
+    }
+
+    fn converged(&self) -> bool {
+        let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
+        let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() else { return false };
+        let committed = shared.log.committed();
+        self.host.idle()
+            && shared.log.applied() >= committed
+            && sec.staging.state.lock().expect("state").applied >= committed
+    }
+}
