@@ -209,8 +209,9 @@ pub fn advance_contiguous(
     }
     let n = acked.entry(lsn).or_insert(0);
     *n = (*n).max(sectors);
-    while let Some(reach) = acked.range(..=*end).map(|(l, n)| l + u64::from(*n)).max().filter(|r| r > end) {
-        *end = reach;
+    // Keys ascend, so one pass from the front takes every range that starts within reach.
+    while let Some((&l, &n)) = acked.first_key_value().filter(|(l, _)| **l <= *end) {
+        acked.pop_first();
+        *end = (*end).max(l + u64::from(n));
     }
-    *acked = acked.split_off(&(*end + 1));
 }

@@ -128,12 +128,7 @@ impl DiskState {
     }
 
     fn latency(&mut self) -> Nanos {
-        let base = 10_000 + self.rng.below(90_000);
-        if self.rng.below(100) == 0 {
-            base + self.rng.below(5_000_000)
-        } else {
-            base
-        }
+        crate::delay(&mut self.rng, (10_000, 100_000), 100, 5_000_000)
     }
 
     /// Runs every queued I/O whose time has come, in due order.

@@ -69,3 +69,13 @@ impl Clock {
         self.0.fetch_max(t, Ordering::Relaxed);
     }
 }
+
+/// A seeded latency: uniform in `[lo, hi)`, plus up to `tail` more one time in `one_in`.
+pub fn delay(rng: &mut ferrite::rng::Rng, (lo, hi): (Nanos, Nanos), one_in: u64, tail: Nanos) -> Nanos {
+    let base = lo + rng.below(hi - lo);
+    if rng.below(one_in) == 0 {
+        base + rng.below(tail)
+    } else {
+        base
+    }
+}

@@ -176,12 +176,7 @@ impl NetState {
     }
 
     fn delay(&mut self) -> Nanos {
-        let base = 20_000 + self.rng.below(80_000);
-        if self.rng.below(50) == 0 {
-            base + self.rng.below(20_000_000)
-        } else {
-            base
-        }
+        crate::delay(&mut self.rng, (20_000, 100_000), 50, 20_000_000)
     }
 }
 

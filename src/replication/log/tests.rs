@@ -273,3 +273,21 @@ proptest! {
         prop_assert!(scan(&mut disk, &geo, 0, 16).is_err());
     }
 }
+
+/// Acknowledged pieces that straddle the contiguous end (a catch-up cut in buffer-sized pieces
+/// over live entries already acknowledged) still move it; pieces beyond a hole wait for it.
+#[test]
+fn contiguous_end_takes_straddling_pieces() {
+    let (mut acked, mut end) = (BTreeMap::new(), 100u64);
+    advance_contiguous(&mut acked, &mut end, 100, 9);
+    advance_contiguous(&mut acked, &mut end, 109, 17);
+    assert_eq!(end, 126);
+    advance_contiguous(&mut acked, &mut end, 150, 24); // beyond a hole
+    assert_eq!(end, 126);
+    advance_contiguous(&mut acked, &mut end, 120, 24); // straddles 126
+    assert_eq!(end, 144);
+    advance_contiguous(&mut acked, &mut end, 90, 5); // wholly below: ignored
+    advance_contiguous(&mut acked, &mut end, 144, 6); // fills the hole
+    assert_eq!(end, 174);
+    assert!(acked.is_empty(), "{acked:?}");
+}

@@ -141,20 +141,11 @@ impl VolumeCore {
         let net = cfg.net.clone();
         let geo = shared.log.geometry();
         let head = shared.log.head();
-        let link = cfg.bunker.map(|addr| {
-            let hello = Msg::Hello {
-                volume: shared.name.clone(),
-                uuid: shared.uuid,
-                epoch: sb.epoch,
-                sector: geo.sector,
-                ring_sectors: geo.ring_sectors,
-                head,
-            };
-            TcpLink::with_dialer(addr, hello, net.0.clone())
-        });
-        let ship = cfg
-            .secondary
-            .map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb), shared.log.head(), &net));
+        let link =
+            cfg.bunker.map(|addr| TcpLink::with_dialer(addr, Self::hello(&shared, &sb), net.0.clone()));
+        let ship = cfg.secondary.map(|addr| ship::Shipper::new(addr, Self::hello(&shared, &sb), head, &net));
+        // Opening the volume wrote this checkpoint durably (recovery or format).
+        let checkpointed = sb.checkpoint_lsn;
         if link.is_none() {
             shared.serving.store(true, std::sync::atomic::Ordering::Release);
         }
@@ -182,7 +173,7 @@ impl VolumeCore {
             reads: VecDeque::new(),
             read_slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             checkpoint: Checkpoint::Idle,
-            checkpointed: head,
+            checkpointed,
             next_checkpoint: 0,
             next_status: 0,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
