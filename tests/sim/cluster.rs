@@ -242,6 +242,16 @@ impl Cluster {
         if node.reactor.is_none() {
             return;
         }
+        let log = node.volume.as_ref().map(|(s, _)| {
+            let l = &s.log;
+            format!(
+                " (log head {} applied {} committed {} tail {})",
+                l.head(),
+                l.applied(),
+                l.committed(),
+                l.tail()
+            )
+        });
         node.volume = None;
         node.secondary = None;
         node.reactor = None;
@@ -251,7 +261,7 @@ impl Cluster {
             self.host.lost_primary();
         }
         self.out.crashes += 1;
-        self.event(format!("{} crashed", NAMES[n]));
+        self.event(format!("{} crashed{}", NAMES[n], log.unwrap_or_default()));
     }
 
     /// Runs the plan; an error is a broken invariant (with the seed and the trace's tail).
@@ -405,7 +415,7 @@ impl Cluster {
             if self.converged() {
                 break;
             }
-            if self.secondary_dropped() && self.host.idle() {
+            if self.secondary_dropped() && self.primary_settled() {
                 // The secondary fell a whole log behind during the faults: the primary dropped it
                 // with an alarm (it needs a new initial synchronisation), so it cannot converge.
                 self.out.dropped = true;
@@ -459,12 +469,16 @@ impl Cluster {
         })
     }
 
+    /// The host has its answers and every answered write has reached the primary's volume
+    /// (answers precede volume writes, so `committed` alone is not enough: nothing may be live).
+    fn primary_settled(&self) -> bool {
+        let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
+        self.host.idle() && shared.log.applied() >= shared.log.tail()
+    }
+
     fn converged(&self) -> bool {
         let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
         let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() else { return false };
-        let committed = shared.log.committed();
-        self.host.idle()
-            && shared.log.applied() >= committed
-            && sec.staging.state.lock().expect("state").applied >= committed
+        self.primary_settled() && sec.staging.state.lock().expect("state").applied >= shared.log.tail()
     }
 }
