@@ -41,6 +41,8 @@ pub struct TcpLink {
     hb_sent_at: Nanos,
     rtt_us: Option<u64>,
     msgs: Vec<Msg>,
+    /// Asked to drop the connection (and attach afresh), for this reason.
+    reset: Option<String>,
 }
 
 impl TcpLink {
@@ -62,12 +64,18 @@ impl TcpLink {
             hb_sent_at: 0,
             rtt_us: None,
             msgs: Vec::new(),
+            reset: None,
         }
     }
 
     /// Updates the Hello sent on the next (re)connect.
     pub fn set_hello(&mut self, hello: Msg) {
         self.hello = hello;
+    }
+
+    /// Drops the connection on the next poll and attaches afresh after the usual back-off.
+    pub fn reset(&mut self, why: String) {
+        self.reset = Some(why);
     }
 
     /// The peer address.
@@ -198,6 +206,10 @@ impl Link for TcpLink {
     }
 
     fn poll(&mut self, now: Nanos, events: &mut Vec<LinkEvent>) -> bool {
+        if let Some(why) = self.reset.take() {
+            self.down(now, why, events);
+            return true;
+        }
         let mut work = self.step_connect(now);
         if let Conn::Attaching { since, .. } = self.conn {
             if now - since > PEER_TIMEOUT {

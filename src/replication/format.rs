@@ -199,6 +199,12 @@ pub struct Superblock {
     pub max_inflight_sectors: u64,
     /// Set by a clean shutdown, cleared when the volume opens.
     pub clean_shutdown: bool,
+    /// Primary: its secondary is out of step (dropped, or not yet resynchronised) and needs
+    /// the dirty-block map's granules resent. Staging log: the replica is being resynchronised
+    /// and is not a consistent image until that ends.
+    pub out_of_sync: bool,
+    /// Primary: the dirty-block map's floor (see [`super::dirty`]).
+    pub resync_floor: u64,
     /// How the volume was created (so a restart can reopen it by itself).
     pub setup: VolumeSetup,
 }
@@ -274,6 +280,8 @@ impl Superblock {
         put_str(sector, 231, 360, 64, &self.setup.bunker);
         put_str(sector, 97, 424, 64, &self.setup.secondary);
         put(sector, 488, &self.setup.origin_lsn.to_le_bytes());
+        sector[98] = u8::from(self.out_of_sync);
+        put(sector, 496, &self.resync_floor.to_le_bytes());
         let crc = crc32c::crc32c(&sector[..SUPER_BYTES - 4]);
         put(sector, SUPER_BYTES - 4, &crc.to_le_bytes());
     }
@@ -306,6 +314,8 @@ impl Superblock {
             head_lsn: u64_at(sector, 80),
             max_inflight_sectors: u64_at(sector, 88),
             clean_shutdown: sector[7] != 0,
+            out_of_sync: sector[98] != 0,
+            resync_floor: u64_at(sector, 496),
             setup: VolumeSetup {
                 data_bdev: get_str(sector, 230, 232, 128),
                 mode: sector[228],
@@ -357,6 +367,8 @@ mod tests {
             head_lsn: 10,
             max_inflight_sectors: 300,
             clean_shutdown: true,
+            out_of_sync: true,
+            resync_floor: 77,
             setup: VolumeSetup {
                 data_bdev: "Data0".into(),
                 mode: 1,

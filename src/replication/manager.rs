@@ -13,7 +13,6 @@ use crate::app::App;
 use crate::bdev::Channel;
 use crate::net::acceptor::{Acceptor, MakeConn};
 use crate::reactor::{Mailbox, Message};
-use crate::replication::format::Superblock;
 use crate::sys::DmaPool;
 
 /// Live volumes and replication ports of a daemon.
@@ -113,21 +112,22 @@ pub fn assemble(cfg: &VolumeConfig, opened: &Opened, home: Arc<Mailbox>) -> Arc<
 pub fn home_poller(
     cfg: &VolumeConfig,
     shared: Arc<VolumeShared>,
-    sb: Superblock,
+    opened: &Opened,
     pool: DmaPool,
 ) -> Result<VolumeCore, String> {
     let log_ch = Channel::new(cfg.log.clone()).map_err(|e| e.to_string())?;
     let data_ch = Channel::new(cfg.data.clone()).map_err(|e| e.to_string())?;
-    Ok(VolumeCore::new(shared, pool, log_ch, data_ch, sb, cfg))
+    let (sb, dirty) = (opened.sb.clone(), opened.dirty.clone());
+    Ok(VolumeCore::new(shared, pool, log_ch, data_ch, sb, dirty, cfg))
 }
 
 fn start(app: &Arc<App>, cfg: &VolumeConfig, opened: &Opened) -> Result<(), String> {
     let handles = app.runtime.handles();
     let home = &handles[app.replication.volumes().len() % handles.len()];
     let shared = assemble(cfg, opened, home.mailbox().clone());
-    let (c, s, sb, pool) = (cfg.clone(), shared.clone(), opened.sb.clone(), app.pool.clone());
+    let (c, s, o, pool) = (cfg.clone(), shared.clone(), opened.clone(), app.pool.clone());
     home.call(move |cx| {
-        cx.spawn(Box::new(home_poller(&c, s, sb, pool)?));
+        cx.spawn(Box::new(home_poller(&c, s, &o, pool)?));
         Ok::<(), String>(())
     })
     .map_err(|e| e.to_string())??;

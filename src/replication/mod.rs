@@ -6,6 +6,7 @@
 //! committed (durable locally and on the bunker), applied, head.
 
 pub mod bunker;
+pub mod dirty;
 pub mod format;
 pub mod log;
 pub mod manager;

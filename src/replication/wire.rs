@@ -102,6 +102,14 @@ pub enum Msg {
         /// Volume blocks sent.
         blocks: u64,
     },
+    /// Primary → secondary: the secondary fell out of step; its staging log restarts at
+    /// `from` (what it held is dropped), the volume blocks it may lack follow as `Block`s and
+    /// then `ResyncDone`, and nothing is applied until then (the replica is not a consistent
+    /// image meanwhile).
+    ResyncStart {
+        /// The LSN shipping resumes at.
+        from: u64,
+    },
     /// Secondary → bunker (auto-failover): how long has the primary of `volume` been silent?
     Watch {
         /// Volume name.
@@ -186,6 +194,7 @@ impl Msg {
             Msg::ResyncDone { .. } => 14,
             Msg::Watch { .. } => 15,
             Msg::Seen { .. } => 16,
+            Msg::ResyncStart { .. } => 17,
         }
     }
 
@@ -206,7 +215,8 @@ impl Msg {
             | Msg::Applied { lsn: v }
             | Msg::Fenced { epoch: v }
             | Msg::ResyncDone { blocks: v }
-            | Msg::Seen { silent_ms: v } => out.extend_from_slice(&v.to_le_bytes()),
+            | Msg::Seen { silent_ms: v }
+            | Msg::ResyncStart { from: v } => out.extend_from_slice(&v.to_le_bytes()),
             Msg::Watch { volume } => put_bytes(out, volume.as_bytes()),
             Msg::Write { lsn, data } | Msg::ReadData { lsn, data } | Msg::Block { lba: lsn, data } => {
                 out.extend_from_slice(&lsn.to_le_bytes());
@@ -276,6 +286,7 @@ impl Msg {
             "ResyncDone",
             "Watch",
             "Seen",
+            "ResyncStart",
         ];
         let what =
             names.get(usize::from(kind)).copied().filter(|n| !n.is_empty()).ok_or(WireError::Kind(kind))?;
@@ -303,7 +314,8 @@ impl Msg {
             13 => Msg::Block { lba: r.u64()?, data: r.bytes()? },
             14 => Msg::ResyncDone { blocks: r.u64()? },
             15 => Msg::Watch { volume: String::from_utf8_lossy(&r.bytes()?).into_owned() },
-            _ => Msg::Seen { silent_ms: r.u64()? },
+            16 => Msg::Seen { silent_ms: r.u64()? },
+            _ => Msg::ResyncStart { from: r.u64()? },
         })
     }
 }
@@ -333,6 +345,7 @@ mod tests {
             Msg::ResyncDone { blocks: 4 },
             Msg::Watch { volume: "v".into() },
             Msg::Seen { silent_ms: 12 },
+            Msg::ResyncStart { from: 1 << 33 },
         ];
         let mut buf = Vec::new();
         for m in &msgs {

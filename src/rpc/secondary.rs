@@ -127,9 +127,10 @@ fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     if v.status.lock().expect("status lock").secondary.is_some() {
         return Err(RpcError::exists(format!("volume {} already ships to a secondary", p.volume)));
     }
-    if v.log.tail() - v.origin_lsn > v.log.geometry().ring_sectors / 2 {
+    let mapped = v.dirty_map.load(std::sync::atomic::Ordering::Acquire);
+    if !mapped && v.log.tail() - v.origin_lsn > v.log.geometry().ring_sectors / 2 {
         return Err(RpcError::invalid(format!(
-            "volume {} has been written beyond what its log still holds; initial synchronisation of a used volume is not implemented yet, so attach the secondary before the first writes",
+            "volume {} has been written beyond what its log still holds, and its log (formatted by an older ferrite) has no dirty-block map to synchronise a secondary from; attach the secondary to a volume with a new log",
             p.volume
         )));
     }

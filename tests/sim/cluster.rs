@@ -198,7 +198,7 @@ impl Cluster {
         let opened = opened?;
         let reactor = node.reactor.as_mut().expect("started");
         let shared = manager::assemble(&cfg, &opened, reactor.mailbox().clone());
-        let core = manager::home_poller(&cfg, shared.clone(), opened.sb.clone(), node.pool.clone())?;
+        let core = manager::home_poller(&cfg, shared.clone(), &opened, node.pool.clone())?;
         reactor.add_poller(Box::new(core), self.clock.now());
         let vol: Arc<dyn Bdev> = Arc::new(ReplVolume::new(cfg.data.clone(), shared.clone()));
         node.volume = Some((shared, Channel::new(vol).map_err(|e| e.to_string())?));

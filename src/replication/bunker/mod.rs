@@ -53,6 +53,13 @@ pub struct BunkerState {
     pub resync_blocks: u64,
     /// When the attached primary was last heard (ms since the Unix epoch; 0: never).
     pub heard_ms: u64,
+    /// Staging role: the generation the next staging superblock is written with (shared by
+    /// the applier and the connection, so the newest copy always wins).
+    #[serde(skip)]
+    pub sb_generation: u64,
+    /// Staging role: applies in flight on the replica volume (a resync waits for none).
+    #[serde(skip)]
+    pub applies_inflight: usize,
     #[serde(skip)]
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
@@ -71,6 +78,8 @@ impl BunkerState {
             applied: sb.checkpoint_lsn,
             sector: sb.sector_size,
             ring_sectors: sb.ring_sectors,
+            resync_pending: sb.out_of_sync,
+            sb_generation: sb.generation + 1,
             ..BunkerState::default()
         }
     }
@@ -215,6 +224,8 @@ pub struct BunkerConn {
 const READ_BIT: u64 = 1 << 63;
 /// Tag of the superblock write.
 const SUPER_TAG: u64 = u64::MAX;
+/// Tag of a staging superblock write for a resync's start or end.
+const RESYNC_SB_TAG: u64 = u64::MAX - 1;
 /// Log reads in flight per streamed range.
 const READS_INFLIGHT: usize = 8;
 
@@ -284,6 +295,11 @@ impl BunkerConn {
                 }
             }
             Msg::ResyncDone { blocks } => self.resync.done = Some(blocks),
+            Msg::ResyncStart { from } => {
+                if let Err(why) = self.resync_start(from) {
+                    self.refuse(why);
+                }
+            }
             Msg::Watch { volume } => {
                 let silent_ms = self.bunkers.get(&volume).map_or(u64::MAX, |v| v.silent_ms());
                 self.framed.queue(&Msg::Seen { silent_ms });
@@ -325,16 +341,10 @@ impl BunkerConn {
             // space at a higher epoch): what it held belongs to the old one.
             let new_log = vol.staging && epoch > st.epoch && st.epoch > 0;
             // A staging log that knows this log but ends before its head has a gap nothing can
-            // fill (the primary dropped this secondary and trimmed): applying past it would
-            // corrupt the replica.
-            if vol.staging && st.uuid_raw == uuid && !new_log && st.ring_sectors > 0 && head > st.durable_end
-            {
-                return Err(format!(
-                    "this staging log ends at LSN {} but the primary's log now starts at {head}: \
-                     the replica needs an initial synchronisation",
-                    st.durable_end
-                ));
-            }
+            // fill (the primary dropped this secondary and trimmed): it keeps its end, so the
+            // primary sees the gap and resynchronises it (or reports it cannot).
+            let gap =
+                vol.staging && st.uuid_raw == uuid && !new_log && st.ring_sectors > 0 && head > st.durable_end;
             if st.uuid_raw != uuid || new_log {
                 *st = BunkerState {
                     uuid: uuid::Uuid::from_bytes(uuid).to_string(),
@@ -344,6 +354,7 @@ impl BunkerConn {
                     applied: head,
                     resets: st.resets + 1,
                     resync_pending: st.resync_pending,
+                    sb_generation: st.sb_generation,
                     ..BunkerState::default()
                 };
             }
@@ -351,8 +362,17 @@ impl BunkerConn {
             st.sector = sector;
             st.ring_sectors = ring;
             st.attached = true;
-            st.durable_end = st.durable_end.max(head);
-            st.applied = st.applied.max(head);
+            if gap {
+                tracing::warn!(
+                    volume,
+                    durable_end = st.durable_end,
+                    head,
+                    "staging log ends before the primary's head: the replica needs a resynchronisation"
+                );
+            } else {
+                st.durable_end = st.durable_end.max(head);
+                st.applied = st.applied.max(head);
+            }
             st.durable_end
         };
         self.next_lsn = durable_end;
@@ -390,6 +410,8 @@ impl BunkerConn {
             head_lsn: head,
             max_inflight_sectors: 0,
             clean_shutdown: false,
+            out_of_sync: false,
+            resync_floor: 0,
             setup: Default::default(),
         };
         let Some(mut buf) = self.pool.alloc() else { return };
@@ -468,6 +490,9 @@ impl BunkerConn {
     fn completed(&mut self, c: IoCompletion) {
         if c.tag == SUPER_TAG {
             return;
+        }
+        if c.tag == RESYNC_SB_TAG {
+            return self.resync_sb_done(c);
         }
         if c.tag & READ_BIT != 0 {
             return self.read_done(c);
@@ -569,7 +594,9 @@ impl Poller for BunkerConn {
         }
         let mut work = false;
         let mut msgs = std::mem::take(&mut self.msgs);
-        if !self.closing {
+        work |= self.resync_arm();
+        work |= self.handle_deferred(cx);
+        if !self.closing && !self.resync.arming() && self.resync.deferred.is_empty() {
             match self.framed.receive(&mut msgs, 64) {
                 Ok(w) => work |= w,
                 Err(e) => {
@@ -584,7 +611,9 @@ impl Poller for BunkerConn {
             }
         }
         for m in msgs.drain(..) {
-            if !self.closing {
+            if self.resync.arming() {
+                self.resync.deferred.push_back(m); // after the staging log restarted
+            } else if !self.closing {
                 self.handle(cx, m);
             }
         }

@@ -1,7 +1,14 @@
-//! Failback resync on a staging connection: the new primary sends the volume blocks that
-//! differ (the old primary's divergent tail) as `Block` messages; they are written straight to
-//! the replica volume (FUA), and when `ResyncDone` has arrived and every block is durable the
-//! staging log may be applied (the held applier is released) and `ResyncDone` is echoed.
+//! Resync on a staging connection: the primary sends the volume blocks that differ as `Block`
+//! messages (failback: the old primary's divergent tail; a dirty-map resync: every granule
+//! the secondary may lack); they are written straight to the replica volume (FUA), and when
+//! `ResyncDone` has arrived and every block is durable the staging log may be applied (the
+//! held applier is released) and `ResyncDone` is echoed.
+//!
+//! A dirty-map resync opens with `ResyncStart { from }`: the connection stops taking messages,
+//! waits until nothing is in flight (its own staging writes, resync blocks, the applier's
+//! applies), restarts the staging log at `from`, and records in the staging superblock that
+//! the replica is being resynchronised (not a consistent image: failover refuses it) before it
+//! takes anything more. The end of a resync clears that record before it is echoed.
 
 use super::*;
 
@@ -17,9 +24,112 @@ pub(super) struct Resync {
     /// Volume blocks written durably.
     written: u64,
     done_buf: Vec<IoCompletion>,
+    /// A `ResyncStart` being carried out.
+    arm: Arm,
+    /// Messages that came after a `ResyncStart`, handled once the staging log restarted.
+    pub deferred: VecDeque<Msg>,
+    /// The end-of-resync superblock is being written; echo `ResyncDone` after it.
+    echo: bool,
+}
+
+/// Where a `ResyncStart` is.
+#[derive(Default, PartialEq, Eq)]
+enum Arm {
+    #[default]
+    Idle,
+    /// Waiting for nothing in flight, then restart at this LSN.
+    Draining(u64),
+    /// The staging superblock marking the resync is being written.
+    Writing,
+}
+
+impl Resync {
+    /// Messages wait while a `ResyncStart` is carried out.
+    pub fn arming(&self) -> bool {
+        self.arm != Arm::Idle
+    }
 }
 
 impl BunkerConn {
+    /// `ResyncStart`: stops the applier and begins restarting the staging log at `from`.
+    pub(super) fn resync_start(&mut self, from: u64) -> Result<(), String> {
+        let a = self.att.as_ref().ok_or("ResyncStart before Hello")?;
+        if a.vol.data.is_none() {
+            return Err("ResyncStart sent to a bunker (only a secondary resynchronises)".into());
+        }
+        a.vol.state.lock().expect("bunker state").resync_pending = true;
+        self.resync.arm = Arm::Draining(from);
+        Ok(())
+    }
+
+    /// Carries a `ResyncStart` on once nothing is in flight: restart the staging log and
+    /// record the resync durably.
+    pub(super) fn resync_arm(&mut self) -> bool {
+        let Arm::Draining(from) = self.resync.arm else { return false };
+        let Some(a) = self.att.as_mut() else { return false };
+        let data = a.vol.data.clone().expect("checked at ResyncStart");
+        let sb = {
+            let mut st = a.vol.state.lock().expect("bunker state");
+            if !self.inflight.is_empty() || self.resync.inflight > 0 || st.applies_inflight > 0 {
+                return false;
+            }
+            (st.durable_end, st.head, st.applied) = (from, from, from);
+            st.acked.clear();
+            st.resets += 1;
+            crate::replication::secondary::staging_superblock(&mut st, &a.vol.name, data.as_ref(), from)
+        };
+        self.next_lsn = from;
+        (self.resync.written, self.resync.done) = (0, None);
+        tracing::warn!(volume = a.vol.name, from, "secondary resynchronising: staging log restarts");
+        self.resync.arm = Arm::Writing;
+        self.write_staging_super(&sb);
+        true
+    }
+
+    /// Handles the messages held back by a `ResyncStart` once it is carried out.
+    pub(super) fn handle_deferred(&mut self, cx: &mut PollCtx<'_>) -> bool {
+        let mut work = false;
+        while !self.resync.arming() && !self.closing {
+            let Some(m) = self.resync.deferred.pop_front() else { break };
+            self.handle(cx, m);
+            work = true;
+        }
+        work
+    }
+
+    fn write_staging_super(&mut self, sb: &Superblock) {
+        let Some(a) = self.att.as_mut() else { return };
+        let Some(mut buf) = self.pool.alloc() else {
+            return self.refuse("out of DMA buffers for the staging superblock".into());
+        };
+        buf.set_len(a.geo.sector as usize);
+        sb.encode(buf.as_mut_slice());
+        let io = BdevIo {
+            ty: IoType::Write,
+            offset_blocks: sb.slot(),
+            num_blocks: 1,
+            buf: Some(buf),
+            fua: true,
+            tag: RESYNC_SB_TAG,
+        };
+        if a.ch.submit(io).is_err() {
+            self.refuse("staging log queue full writing its superblock".into());
+        }
+    }
+
+    /// A resync's staging superblock is durable: take messages again, or echo the end.
+    pub(super) fn resync_sb_done(&mut self, c: IoCompletion) {
+        if !c.status.is_success() {
+            return self.refuse(format!("writing the staging superblock: {}", c.status));
+        }
+        if self.resync.arm == Arm::Writing {
+            self.resync.arm = Arm::Idle;
+        }
+        if std::mem::take(&mut self.resync.echo) {
+            self.framed.queue(&Msg::ResyncDone { blocks: self.resync.written });
+        }
+    }
+
     /// Checks and writes one resync block.
     pub(super) fn resync_block(&mut self, cx: &mut PollCtx<'_>, lba: u64, data: &[u8]) -> Result<(), String> {
         let a = self.att.as_ref().ok_or("Block before Hello")?;
@@ -80,21 +190,27 @@ impl BunkerConn {
         }
         if let (Some(sent), 0) = (self.resync.done, self.resync.inflight) {
             self.resync.done = None;
-            if let Some(a) = self.att.as_ref() {
+            let Some(a) = self.att.as_ref() else { return work };
+            let data = a.vol.data.clone();
+            let sb = {
                 let mut st = a.vol.state.lock().expect("bunker state");
                 st.resync_pending = false;
                 st.resync_blocks += self.resync.written;
-                tracing::info!(
-                    volume = a.vol.name,
-                    blocks = self.resync.written,
-                    sent,
-                    "failback resync durable: applying the log"
-                );
-            }
-            if let Some(w) = self.att.as_ref().and_then(|a| a.vol.waker.lock().expect("waker").clone()) {
+                let applied = st.applied;
+                data.map(|d| crate::replication::secondary::staging_superblock(&mut st, &a.vol.name, d.as_ref(), applied))
+            };
+            tracing::info!(volume = a.vol.name, blocks = self.resync.written, sent, "resync durable: applying the log");
+            if let Some(w) = a.vol.waker.lock().expect("waker").clone() {
                 w.ring_doorbell_if_sleeping();
             }
-            self.framed.queue(&Msg::ResyncDone { blocks: self.resync.written });
+            // The echo waits until the staging superblock no longer says "resynchronising".
+            match sb {
+                Some(sb) => {
+                    self.resync.echo = true;
+                    self.write_staging_super(&sb);
+                }
+                None => self.framed.queue(&Msg::ResyncDone { blocks: self.resync.written }),
+            }
             work = true;
         }
         work

@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Secondary, ROLE_STAGING};
+use super::Secondary;
 use crate::bdev::{BdevError, BdevIo, Channel, IoCompletion, IoType};
 use crate::reactor::time::NS_PER_MS;
 use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
-use crate::replication::format::{EntryHeader, EntryKind, Superblock};
+use crate::replication::format::{EntryHeader, EntryKind};
 use crate::replication::log::LogGeometry;
 use crate::sys::{DmaBuf, DmaPool};
 
@@ -61,7 +61,6 @@ pub struct Applier {
     next_tag: u64,
     commit: Commit,
     next_commit: Nanos,
-    generation: u64,
     failed: bool,
     /// The staging state's reset count this applier follows.
     resets: u64,
@@ -88,7 +87,6 @@ impl Applier {
             next_tag: 0,
             commit: Commit::Idle,
             next_commit: 0,
-            generation: 2,
             failed: false,
             resets: 0,
             done: Vec::new(),
@@ -197,8 +195,11 @@ impl Applier {
     /// Issues ops in order while they do not overlap anything in flight.
     fn issue(&mut self) -> bool {
         let mut work = false;
-        if self.sec.staging.state.lock().expect("bunker state").resync_pending {
-            return false; // failback: the resync blocks land first
+        // Held across issuing, so a resync that sees no applies in flight sees none start.
+        let sec = self.sec.clone();
+        let mut st = sec.staging.state.lock().expect("bunker state");
+        if st.resync_pending || st.resets != self.resets {
+            return false; // a resync: its blocks land first
         }
         while self.inflight.len() < MAX_APPLIES && !self.sec.hold.load(Ordering::Acquire) {
             let Some(op) = self.ops.front() else { break };
@@ -230,6 +231,7 @@ impl Applier {
             }
             self.inflight.push((self.next_tag, op.lsn, op.end, op.lba, op.blocks));
         }
+        st.applies_inflight = self.inflight.len();
         work
     }
 
@@ -277,24 +279,11 @@ impl Applier {
             return tracing::warn!(volume = self.sec.name, status = %c.status, "replica flush failed; will retry");
         }
         let sb = {
-            let st = self.sec.staging.state.lock().expect("bunker state");
-            Superblock {
-                generation: self.generation,
-                volume_uuid: st.uuid_raw(),
-                volume_name: self.sec.name.clone(),
-                role: ROLE_STAGING,
-                epoch: st.epoch,
-                sector_size: geo.sector,
-                ring_start: 2,
-                ring_sectors: geo.ring_sectors,
-                volume_block_size: self.sec.data.block_size(),
-                volume_blocks: self.sec.data.num_blocks(),
-                checkpoint_lsn: applied,
-                head_lsn: applied,
-                max_inflight_sectors: 0,
-                clean_shutdown: false,
-                setup: Default::default(),
+            let mut st = self.sec.staging.state.lock().expect("bunker state");
+            if st.resets != self.resets {
+                return; // the staging log restarted (a resync) since this end was reached
             }
+            super::staging_superblock(&mut st, &self.sec.name, self.sec.data.as_ref(), applied)
         };
         let Some(mut buf) = self.pool.alloc() else { return };
         buf.set_len(geo.sector as usize);
@@ -309,7 +298,6 @@ impl Applier {
             tag: T_SUPER,
         };
         if self.staging.submit(io).is_ok() {
-            self.generation += 1;
             self.commit = Commit::Writing(applied);
         }
     }
@@ -317,8 +305,8 @@ impl Applier {
     fn on_super(&mut self, c: IoCompletion) {
         let Commit::Writing(applied) = self.commit else { return };
         self.commit = Commit::Idle;
-        if c.status.is_success() {
-            let mut st = self.sec.staging.state.lock().expect("bunker state");
+        let mut st = self.sec.staging.state.lock().expect("bunker state");
+        if c.status.is_success() && st.resets == self.resets {
             st.applied = st.applied.max(applied);
             if let Some(e) = &self.sec.staging.applied_event {
                 e.notify();
@@ -338,6 +326,9 @@ impl Applier {
                 T_SUPER => self.on_super(c),
                 _ => self.on_applied(c),
             }
+        }
+        if work {
+            self.sec.staging.state.lock().expect("bunker state").applies_inflight = self.inflight.len();
         }
         self.done = done;
         work

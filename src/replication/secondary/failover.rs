@@ -103,6 +103,12 @@ fn run(
         if st.ring_sectors == 0 {
             return Err("no primary ever shipped to this secondary: nothing to fail over".into());
         }
+        if st.resync_pending && !req.force {
+            return Err("the replica is being resynchronised (it fell out of step with the primary) and is \
+                        not a consistent image: promoting it would serve a mix of old and new blocks; \
+                        pass \"force\": true to promote it anyway"
+                .into());
+        }
         if let Some(end) = req.end.filter(|&e| st.durable_end < e) {
             return Err(format!(
                 "planned failover: the primary drained to LSN {end} but this secondary holds only up to {}",

@@ -72,13 +72,13 @@ pub fn assemble(
     resync: bool,
 ) -> Result<Arc<Secondary>, String> {
     let resumed =
-        staging_superblock(pool, &staging).filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
+        read_staging_superblock(pool, &staging).filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
     let vol = bunkers.create_as(name, staging.clone(), Some(data.clone()))?;
     if let Some(sb) = &resumed {
         *vol.state.lock().expect("bunker state") = BunkerState::resumed(sb);
         tracing::info!(volume = name, applied = sb.checkpoint_lsn, epoch = sb.epoch, "staging log resumed");
     }
-    vol.state.lock().expect("bunker state").resync_pending = resync;
+    vol.state.lock().expect("bunker state").resync_pending |= resync;
     Ok(Arc::new(Secondary {
         name: name.into(),
         staging: vol,
@@ -90,6 +90,31 @@ pub fn assemble(
         held: AtomicBool::new(false),
         retired: AtomicBool::new(false),
     }))
+}
+
+/// The staging log's superblock for state `st`, recording `applied` as applied (and whether a
+/// resync is under way); takes the next superblock generation.
+pub fn staging_superblock(st: &mut BunkerState, name: &str, data: &dyn Bdev, applied: u64) -> Superblock {
+    st.sb_generation = st.sb_generation.max(2) + 1;
+    Superblock {
+        generation: st.sb_generation,
+        volume_uuid: st.uuid_raw(),
+        volume_name: name.into(),
+        role: ROLE_STAGING,
+        epoch: st.epoch,
+        sector_size: st.sector,
+        ring_start: 2,
+        ring_sectors: st.ring_sectors,
+        volume_block_size: data.block_size(),
+        volume_blocks: data.num_blocks(),
+        checkpoint_lsn: applied,
+        head_lsn: applied,
+        max_inflight_sectors: 0,
+        clean_shutdown: false,
+        out_of_sync: st.resync_pending,
+        resync_floor: 0,
+        setup: Default::default(),
+    }
 }
 
 impl Secondary {
@@ -173,7 +198,7 @@ pub fn create(
     Ok(sec)
 }
 
-fn staging_superblock(pool: &crate::sys::DmaPool, staging: &Arc<dyn Bdev>) -> Option<Superblock> {
+fn read_staging_superblock(pool: &crate::sys::DmaPool, staging: &Arc<dyn Bdev>) -> Option<Superblock> {
     let mut ch = Channel::new(staging.clone()).ok()?;
     let two = sync::read(&mut ch, pool, 0, 2).ok()?;
     let (a, b) = two.split_at(staging.block_size() as usize);
@@ -223,6 +248,8 @@ pub fn describe(sec: &Secondary) -> serde_json::Value {
         "received": staging.durable_end,
         "applied": staging.applied,
         "frozen": sec.held.load(Ordering::Acquire),
+        "resynchronising": staging.resync_pending,
+        "resync_blocks": staging.resync_blocks,
         "entries_applied": st.entries_applied,
         "bytes_applied": st.bytes_applied,
         "apply_error": staging.apply_error.or(st.apply_error),

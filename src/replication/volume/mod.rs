@@ -160,6 +160,8 @@ pub struct VolumeShared {
     pub refused: AtomicU64,
     /// Set by `volume_delete`: the home poller ends once idle.
     pub deleted: AtomicBool,
+    /// The log keeps a dirty-block map, so a secondary can be (re)synchronised at any time.
+    pub dirty_map: AtomicBool,
 }
 
 impl VolumeShared {
@@ -190,6 +192,7 @@ impl VolumeShared {
             log_bdev: bdevs.1.to_string(),
             refused: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            dirty_map: AtomicBool::new(false),
         }
     }
 

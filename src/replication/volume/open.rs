@@ -7,7 +7,8 @@ use super::{VolumeConfig, MAX_INFLIGHT};
 use crate::bdev::{sync, Channel, IoStatus, IoType};
 use crate::replication::format::{EntryHeader, EntryKind, SuperError, Superblock, VolumeSetup};
 use crate::replication::log::LogGeometry;
-use crate::replication::recovery::{scan, LogReader, RecoveryError};
+use crate::replication::dirty::{self, DirtyMap};
+use crate::replication::recovery::{scan, LogReader, RecoveryError, ScanResult};
 use crate::sys::DmaPool;
 
 /// A volume could not be opened.
@@ -55,6 +56,8 @@ pub struct Opened {
     pub holes: usize,
     /// Whether the log was formatted now.
     pub formatted: bool,
+    /// The dirty-block map, if the log has room for one.
+    pub dirty: Option<DirtyMap>,
 }
 
 fn io_err(what: &'static str) -> impl Fn(IoStatus) -> OpenError {
@@ -183,6 +186,11 @@ fn format(
     let mut id = uuid.to_vec();
     id.extend_from_slice(&epoch.to_le_bytes());
     let start = (u64::from(crc32c::crc32c(&id)) + 1) << 24;
+    // The dirty-block map lives after the ring, when the log has room to spare for it.
+    let map = DirtyMap::new(cfg.data.num_blocks());
+    let map_sectors = map.sectors(sector);
+    let spare = cfg.log.num_blocks() - 2 > map_sectors + 2 * inflight_window(sector, max_io);
+    let ring_sectors = cfg.log.num_blocks() - 2 - if spare { map_sectors } else { 0 };
     let sb = Superblock {
         generation: 2,
         volume_uuid: uuid,
@@ -191,15 +199,21 @@ fn format(
         epoch,
         sector_size: sector,
         ring_start: 2,
-        ring_sectors: cfg.log.num_blocks() - 2,
+        ring_sectors,
         volume_block_size: cfg.data.block_size(),
         volume_blocks: cfg.data.num_blocks(),
         checkpoint_lsn: start,
         head_lsn: start,
         max_inflight_sectors: inflight_window(sector, max_io),
         clean_shutdown: false,
+        out_of_sync: false,
+        resync_floor: start,
         setup: cfg.setup(start),
     };
+    if spare {
+        let zeros = vec![0u8; (map_sectors * u64::from(sector)) as usize];
+        sync::write(log_ch, pool, 2 + ring_sectors, &zeros).map_err(io_err("clearing the dirty-block map"))?;
+    }
     write_super(log_ch, pool, &Superblock { generation: 1, ..sb.clone() })?;
     write_super(log_ch, pool, &sb)?;
     let geo = LogGeometry { sector, ring_start: 2, ring_sectors: sb.ring_sectors };
@@ -207,9 +221,11 @@ fn format(
         volume = cfg.name,
         log = cfg.log.name(),
         ring_sectors = sb.ring_sectors,
+        dirty_map = spare,
         "change log formatted"
     );
-    Ok(Opened { end: start, sb, geo, replayed: 0, holes: 0, formatted: true })
+    let dirty = spare.then_some(map);
+    Ok(Opened { end: start, sb, geo, replayed: 0, holes: 0, formatted: true, dirty })
 }
 
 fn recover(
@@ -245,6 +261,7 @@ fn recover(
     }
     sync::op(&mut data_ch, IoType::Flush, 0, 0).map_err(io_err("flushing the volume after replay"))?;
     pad_holes(log_ch, pool, &geo, sb.epoch, &found.holes)?;
+    let dirty = load_dirty_map(log_ch, pool, &sb, cfg.log.num_blocks(), &found)?;
     let sb = Superblock {
         generation: sb.generation + 1,
         checkpoint_lsn: found.end,
@@ -270,7 +287,31 @@ fn recover(
         sb,
         geo,
         formatted: false,
+        dirty,
     })
+}
+
+/// Reads the dirty-block map back (if the log has one) and marks the entries recovery found
+/// after the checkpoint: the map then covers every write from the recorded floor on.
+fn load_dirty_map(
+    log_ch: &mut Channel,
+    pool: &DmaPool,
+    sb: &Superblock,
+    num_blocks: u64,
+    found: &ScanResult,
+) -> Result<Option<DirtyMap>, OpenError> {
+    let Some(at) = dirty::location(num_blocks, sb.ring_start, sb.ring_sectors, sb.volume_blocks, sb.sector_size)
+    else {
+        return Ok(None);
+    };
+    let mut map = DirtyMap::new(sb.volume_blocks);
+    let bits = sync::read(log_ch, pool, at, map.sectors(sb.sector_size) as u32)
+        .map_err(io_err("reading the dirty-block map"))?;
+    map.load(&bits, found.end.max(sb.resync_floor));
+    for e in &found.entries {
+        map.mark(e.header.lba, u64::from(e.header.blocks), e.header.lsn);
+    }
+    Ok(Some(map))
 }
 
 /// The volume ranges `(lba, blocks)` written by the log's entries from `from` (an entry

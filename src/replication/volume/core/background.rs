@@ -39,40 +39,90 @@ impl VolumeCore {
             self.checkpoint = Checkpoint::Idle;
             return;
         }
-        match (kind, &self.checkpoint) {
-            (K_FLUSH, &Checkpoint::Flushing(lsn)) => {
-                let sb = Superblock {
-                    generation: self.sb.generation + 1,
-                    checkpoint_lsn: lsn,
-                    head_lsn: self.shared.log.head().min(lsn),
-                    ..self.sb.clone()
-                };
-                let Some(mut buf) = self.pool.alloc() else {
-                    self.checkpoint = Checkpoint::Idle;
-                    return;
-                };
-                buf.set_len(self.geo.sector as usize);
-                sb.encode(buf.as_mut_slice());
-                let io = BdevIo {
-                    ty: IoType::Write,
-                    offset_blocks: sb.slot(),
-                    num_blocks: 1,
-                    buf: Some(buf),
-                    fua: true,
-                    tag: tag(0, K_SUPER),
-                };
-                if self.log_ch.submit(io).is_ok() {
-                    self.sb = sb;
-                    self.checkpoint = Checkpoint::Writing;
-                } else {
-                    self.checkpoint = Checkpoint::Idle;
+        match (kind, std::mem::replace(&mut self.checkpoint, Checkpoint::Idle)) {
+            (K_FLUSH, Checkpoint::Flushing(lsn)) => self.checkpoint_map(lsn),
+            (K_MAP, Checkpoint::Map { lsn, bitmap, at, floor, oos }) => {
+                self.checkpoint = Checkpoint::Map { lsn, bitmap, at, floor, oos };
+                self.write_map_chunk();
+            }
+            (K_SUPER, Checkpoint::Writing { oos }) => {
+                self.checkpointed = self.sb.checkpoint_lsn;
+                if oos && self.oos {
+                    self.oos_hold = None;
                 }
             }
-            (K_SUPER, Checkpoint::Writing) => {
-                self.checkpointed = self.sb.checkpoint_lsn;
-                self.checkpoint = Checkpoint::Idle;
-            }
-            _ => self.checkpoint = Checkpoint::Idle,
+            _ => {}
+        }
+    }
+
+    /// The volume is flushed up to `lsn`: write the dirty-block map (relative to its floor,
+    /// which follows the head while the secondary is in step), then the superblock.
+    fn checkpoint_map(&mut self, lsn: u64) {
+        let head = self.shared.log.head();
+        if !self.oos {
+            self.floor = self.floor.max(head);
+        }
+        let Some(map) = self.dirty.as_ref() else {
+            return self.write_checkpoint_super(lsn, self.floor, self.oos);
+        };
+        let mut bitmap = vec![0u8; (map.sectors(self.geo.sector) * u64::from(self.geo.sector)) as usize];
+        map.encode(self.floor, &mut bitmap);
+        self.checkpoint = Checkpoint::Map { lsn, bitmap, at: 0, floor: self.floor, oos: self.oos };
+        self.write_map_chunk();
+    }
+
+    /// Writes the next piece of the map, or the superblock once it is all written.
+    fn write_map_chunk(&mut self) {
+        let Checkpoint::Map { lsn, bitmap, at, floor, oos } = &mut self.checkpoint else { return };
+        if *at >= bitmap.len() {
+            let (lsn, floor, oos) = (*lsn, *floor, *oos);
+            return self.write_checkpoint_super(lsn, floor, oos);
+        }
+        let n = (bitmap.len() - *at).min(self.pool.buf_size());
+        let Some(mut buf) = self.pool.alloc() else {
+            self.checkpoint = Checkpoint::Idle;
+            return;
+        };
+        buf.set_len(n);
+        buf.as_mut_slice().copy_from_slice(&bitmap[*at..*at + n]);
+        let sector = self.geo.sector as usize;
+        let io = BdevIo {
+            ty: IoType::Write,
+            offset_blocks: self.geo.ring_start + self.geo.ring_sectors + (*at / sector) as u64,
+            num_blocks: (n / sector) as u32,
+            buf: Some(buf),
+            fua: true,
+            tag: tag(0, K_MAP),
+        };
+        *at += n;
+        if self.log_ch.submit(io).is_err() {
+            self.checkpoint = Checkpoint::Idle;
+        }
+    }
+
+    fn write_checkpoint_super(&mut self, lsn: u64, floor: u64, oos: bool) {
+        let sb = Superblock {
+            generation: self.sb.generation + 1,
+            checkpoint_lsn: lsn,
+            head_lsn: self.shared.log.head().min(lsn),
+            out_of_sync: oos,
+            resync_floor: floor,
+            ..self.sb.clone()
+        };
+        let Some(mut buf) = self.pool.alloc() else { return };
+        buf.set_len(self.geo.sector as usize);
+        sb.encode(buf.as_mut_slice());
+        let io = BdevIo {
+            ty: IoType::Write,
+            offset_blocks: sb.slot(),
+            num_blocks: 1,
+            buf: Some(buf),
+            fua: true,
+            tag: tag(0, K_SUPER),
+        };
+        if self.log_ch.submit(io).is_ok() {
+            self.sb = sb;
+            self.checkpoint = Checkpoint::Writing { oos };
         }
     }
 
@@ -204,18 +254,25 @@ impl VolumeCore {
         if self.ship.is_some() {
             return;
         }
-        // Writes may have come in since replication_create checked the volume was unwritten:
-        // ship from the log's origin, holding the head there, while those entries are intact.
+        // Ship from the log's origin, holding the head there, while those entries are intact;
+        // beyond that, the secondary gets the whole volume (initial synchronisation) from the
+        // dirty-block map, with shipping from the applied end meanwhile.
         let (log, origin) = (&self.shared.log, self.shared.origin_lsn);
-        if log.tail() - origin > self.geo.ring_sectors / 2 {
+        let intact = log.tail() - origin <= self.geo.ring_sectors / 2;
+        if !intact && self.dirty.is_none() {
             self.alarm =
                 Some("the secondary came too late: the volume needs an initial synchronisation".into());
             return;
         }
-        log.lower_head(origin);
+        if intact {
+            log.lower_head(origin);
+        } else {
+            (self.oos, self.floor) = (true, 0);
+        }
         self.sb.setup.secondary = addr.to_string();
         self.sb_dirty = true;
-        let shipper = ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), origin, &self.net);
+        let from = if intact { origin } else { log.head() };
+        let shipper = ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), from, &self.net);
         self.ship = Some(if resync.is_empty() { shipper } else { shipper.with_resync(resync) });
         tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
     }

@@ -104,6 +104,9 @@ impl VolumeCore {
             }
         };
         self.shared.pending.set(slot, req.io.offset_blocks, req.io.num_blocks);
+        if let Some(m) = self.dirty.as_mut() {
+            m.mark(req.io.offset_blocks, u64::from(req.io.num_blocks), res.lsn);
+        }
         let exhausted = "DMA pool exhausted with a log reservation held: size the pool for MAX_INFLIGHT";
         let entry = self.build_entry(&req, kind, res.lsn, sectors).expect(exhausted);
         let pad = res.pad.map(|(l, n)| self.pad_entry(l, n).expect(exhausted));
@@ -204,7 +207,7 @@ impl VolumeCore {
     pub(super) fn on_device(&mut self, c: IoCompletion) {
         let (slot, kind) = ((c.tag >> 8) as usize, c.tag & 0xFF);
         match kind {
-            K_FLUSH | K_SUPER => return self.on_checkpoint(kind, c.status),
+            K_FLUSH | K_SUPER | K_MAP => return self.on_checkpoint(kind, c.status),
             K_CATCHUP => return self.on_catch_up_read(c),
             K_READ => return self.on_read(slot, c),
             K_SHIP => return self.on_ship_read(slot, c),
@@ -338,6 +341,11 @@ impl VolumeCore {
             head = head.min(self.bunker_end);
         }
         if let Some(held) = self.ship.as_ref().and_then(|s| s.holds()) {
+            head = head.min(held.max(log.head()));
+        }
+        // A secondary just dropped: its entries stay until the superblock says it is out of
+        // step (else a crash would forget that and ship it overwritten entries).
+        if let Some(held) = self.oos_hold {
             head = head.min(held.max(log.head()));
         }
         if head > log.head() {

@@ -22,6 +22,7 @@ use crate::net::tcp::TcpLink;
 use crate::net::{Link, LinkEvent, LinkState, Net};
 use crate::reactor::time::NS_PER_MS;
 use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
+use crate::replication::dirty::DirtyMap;
 use crate::replication::format::{EntryHeader, EntryKind, Superblock};
 use crate::replication::log::{LogGeometry, Reservation};
 use crate::replication::wire::Msg;
@@ -36,6 +37,7 @@ const K_CATCHUP: u64 = 5;
 const K_READ: u64 = 6;
 const K_SHIP: u64 = 7;
 const K_RESYNC: u64 = 8;
+const K_MAP: u64 = 9;
 const CHECKPOINT_EVERY: Nanos = 500 * NS_PER_MS;
 const STATUS_EVERY: Nanos = 100 * NS_PER_MS;
 
@@ -79,7 +81,10 @@ impl Inflight {
 enum Checkpoint {
     Idle,
     Flushing(u64),
-    Writing,
+    /// Writing the dirty-block map (`bitmap`, from byte `at` on) before the superblock.
+    Map { lsn: u64, bitmap: Vec<u8>, at: usize, floor: u64, oos: bool },
+    /// Writing the superblock (recording whether the secondary is out of step).
+    Writing { oos: bool },
 }
 
 /// Everything the home reactor owns for one volume.
@@ -126,6 +131,16 @@ pub struct VolumeCore {
     completions: Vec<IoCompletion>,
     events: Vec<LinkEvent>,
     alarm: Option<String>,
+    /// The dirty-block map (absent on logs formatted without room for it).
+    dirty: Option<DirtyMap>,
+    /// The map is complete for writes from this LSN; while out of step, the secondary lacks
+    /// at most the granules dirty relative to it.
+    floor: u64,
+    /// The secondary is out of step (dropped, or attached to a used volume) and must be
+    /// resynchronised from the map.
+    oos: bool,
+    /// The head stays here until a superblock recording `oos` is durable.
+    oos_hold: Option<u64>,
 }
 
 impl VolumeCore {
@@ -136,6 +151,7 @@ impl VolumeCore {
         log_ch: Channel,
         data_ch: Channel,
         sb: Superblock,
+        dirty: Option<DirtyMap>,
         cfg: &VolumeConfig,
     ) -> VolumeCore {
         let net = cfg.net.clone();
@@ -149,6 +165,7 @@ impl VolumeCore {
         if link.is_none() {
             shared.serving.store(true, std::sync::atomic::Ordering::Release);
         }
+        shared.dirty_map.store(dirty.is_some(), std::sync::atomic::Ordering::Release);
         VolumeCore {
             name: format!("volume_{}", shared.name),
             shared,
@@ -156,7 +173,6 @@ impl VolumeCore {
             log_ch,
             data_ch,
             geo,
-            sb,
             mode: cfg.mode,
             on_loss: cfg.on_bunker_loss,
             net,
@@ -183,6 +199,11 @@ impl VolumeCore {
             completions: Vec::with_capacity(MAX_INFLIGHT),
             events: Vec::new(),
             alarm: None,
+            dirty,
+            floor: sb.resync_floor,
+            oos: sb.out_of_sync,
+            oos_hold: None,
+            sb,
         }
     }
 

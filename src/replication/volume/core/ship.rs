@@ -4,8 +4,14 @@
 //! secondary acknowledges receipt (staging durable) and application; the log head never
 //! passes what it has applied, so nothing it still needs is overwritten.
 //!
-//! If the secondary stays away until the log is nearly full, it is dropped (alarm) rather than
-//! stalling the host: it then needs a new initial synchronisation, which its attach reports.
+//! If the secondary stays away until the log is nearly full, it is dropped rather than stalling
+//! the host, and the volume switches to its dirty-block map ([`crate::replication::dirty`]):
+//! when the secondary is back, it is resynchronised (`ResyncStart`, the dirty granules read
+//! from the volume as `Block`s, `ResyncDone`) while shipping resumes from the volume's applied
+//! end; only once the secondary confirms the resync is it in step again. A volume written
+//! before its secondary was attached is brought over the same way, with every granule dirty
+//! (the initial synchronisation). Logs without room for a map keep the older behaviour: the
+//! dropped secondary is reported as needing an initial synchronisation.
 
 use super::*;
 use std::net::SocketAddr;
@@ -57,6 +63,8 @@ pub(super) struct Shipper {
 /// volume and sent as `Block`s, then `ResyncDone`; everything is resent after a reconnect
 /// until the secondary echoes `ResyncDone`.
 struct Resync {
+    /// A dirty-map resync: the staging log restarts at this LSN (sent as `ResyncStart`).
+    start: Option<u64>,
     all: Vec<(u64, u64)>,
     queue: VecDeque<(u64, u64)>,
     reading: Option<(u64, u64)>,
@@ -81,6 +89,12 @@ pub struct ShipStatus {
     /// Failback: volume blocks resent, and whether the secondary has them all.
     pub resync_blocks_sent: u64,
     pub resync_done: Option<bool>,
+    /// Out of step: the dirty-block map records what it lacks.
+    pub out_of_sync: bool,
+    /// Volume blocks the map holds dirty for it (while out of step).
+    pub dirty_blocks: u64,
+    /// A resync from the map is running, with this many blocks to send in all.
+    pub resync_blocks: Option<u64>,
 }
 
 impl Shipper {
@@ -109,6 +123,7 @@ impl Shipper {
     /// Resends `ranges` (volume blocks) as a failback resync before log shipping is applied.
     pub fn with_resync(mut self, ranges: Vec<(u64, u64)>) -> Shipper {
         self.resync = Some(Resync {
+            start: None,
             queue: ranges.iter().copied().collect(),
             all: ranges,
             reading: None,
@@ -149,6 +164,9 @@ impl VolumeCore {
         let head = self.shared.log.head();
         let Some(sh) = self.ship.as_mut() else { return };
         match ev {
+            LinkEvent::Up { durable_end } if self.dirty.is_some() && (self.oos || durable_end < head) => {
+                self.start_dirty_resync(durable_end)
+            }
             LinkEvent::Up { durable_end } if durable_end < head || sh.dropped => {
                 sh.synced = false;
                 sh.alarm = Some(format!(
@@ -183,8 +201,12 @@ impl VolumeCore {
             LinkEvent::Message(Msg::Applied { lsn }) => sh.applied = sh.applied.max(lsn),
             LinkEvent::Message(Msg::Fenced { epoch }) => self.fence(epoch),
             LinkEvent::Message(Msg::ResyncDone { blocks }) => {
-                if let Some(r) = sh.resync.as_mut() {
+                if let Some(r) = sh.resync.as_mut().filter(|r| r.done_sent) {
                     r.confirmed = true;
+                    if let Some(from) = r.start {
+                        // In step again: the secondary has every write below `from`.
+                        (self.oos, self.floor, self.sb_dirty) = (false, from, true);
+                    }
                     tracing::info!(
                         volume = self.shared.name,
                         blocks,
@@ -268,25 +290,80 @@ impl VolumeCore {
         }
     }
 
-    /// Drops a secondary that holds the head back while the log is nearly full.
+    /// Drops a secondary that holds the head back while the log is nearly full; with a
+    /// dirty-block map, it is resynchronised from the map once it attaches again.
     pub(super) fn ship_guard(&mut self) {
         let (fill, head) = (self.shared.log.fill(), self.shared.log.head());
         let Some(sh) = self.ship.as_mut() else { return };
-        if !sh.dropped && fill > DROP_FILL && sh.applied <= head {
-            sh.dropped = true;
-            sh.synced = false;
+        if sh.dropped || fill <= DROP_FILL || sh.applied > head {
+            return;
+        }
+        sh.dropped = true;
+        sh.synced = false;
+        let Some(map) = self.dirty.as_ref() else {
             sh.alarm = Some(format!(
                 "secondary dropped: it fell {:.0}% of the log behind; it needs an initial synchronisation",
                 fill * 100.0
             ));
-            tracing::error!(volume = self.shared.name, alarm = sh.alarm.as_deref(), "secondary dropped");
+            return tracing::error!(volume = self.shared.name, alarm = sh.alarm.as_deref(), "secondary dropped");
+        };
+        if !self.oos {
+            // The map is complete from `floor`; a secondary behind that needs everything.
+            self.floor = if sh.applied >= self.floor { self.floor.max(sh.applied.min(head)) } else { 0 };
+            (self.oos, self.oos_hold, self.sb_dirty) = (true, Some(head), true);
         }
+        sh.alarm = Some(format!(
+            "secondary dropped: it fell {:.0}% of the log behind; {} blocks to resynchronise from the dirty-block map when it attaches",
+            fill * 100.0,
+            map.dirty_blocks(self.floor)
+        ));
+        tracing::warn!(volume = self.shared.name, alarm = sh.alarm.as_deref(), "secondary dropped");
+        sh.link.reset("the secondary was dropped: attaching again to resynchronise".into());
+    }
+
+    /// The secondary attached out of step: restart its staging log at the volume's applied end,
+    /// send it the map's dirty blocks, and ship from that end meanwhile.
+    fn start_dirty_resync(&mut self, durable_end: u64) {
+        if !self.oos {
+            // It ends before the head without having been dropped (a replaced staging log, or
+            // a volume written before it was attached): the map cannot say what it lacks.
+            (self.oos, self.floor, self.sb_dirty) = (true, 0, true);
+            self.oos_hold = Some(self.shared.log.head());
+        }
+        let from = self.shared.log.applied();
+        let ranges = self.dirty.as_ref().map(|m| m.ranges(self.floor)).unwrap_or_default();
+        let blocks: u64 = ranges.iter().map(|r| r.1).sum();
+        let Some(sh) = self.ship.as_mut() else { return };
+        sh.link.send(&Msg::ResyncStart { from });
+        (sh.dropped, sh.synced, sh.alarm) = (false, true, None);
+        sh.restart(from);
+        (sh.received, sh.applied) = (from, from);
+        sh.acked.clear();
+        sh.resync = Some(Resync {
+            start: Some(from),
+            queue: ranges.iter().copied().collect(),
+            all: ranges,
+            reading: None,
+            sent: 0,
+            done_sent: false,
+            confirmed: false,
+        });
+        tracing::warn!(
+            volume = self.shared.name,
+            durable_end,
+            from,
+            blocks,
+            floor = self.floor,
+            "secondary out of step: resynchronising from the dirty-block map"
+        );
     }
 
     /// Records a lag sample and returns the secondary's status.
     pub(super) fn ship_status(&mut self, now: Nanos) -> Option<ShipStatus> {
         let (committed, writes, sector) =
             (self.shared.log.committed(), self.writes, u64::from(self.geo.sector));
+        let oos = self.oos;
+        let dirty_blocks = self.dirty.as_ref().filter(|_| oos).map_or(0, |m| m.dirty_blocks(self.floor));
         let sh = self.ship.as_mut()?;
         if sh.samples.back().is_none_or(|s| s.0 != committed) {
             if sh.samples.len() == LAG_SAMPLES {
@@ -319,6 +396,13 @@ impl VolumeCore {
             alarm: sh.alarm.clone(),
             resync_blocks_sent: sh.resync.as_ref().map_or(0, |r| r.sent),
             resync_done: sh.resync.as_ref().map(|r| r.confirmed),
+            out_of_sync: oos,
+            dirty_blocks,
+            resync_blocks: sh
+                .resync
+                .as_ref()
+                .filter(|r| r.start.is_some() && !r.confirmed)
+                .map(|r| r.all.iter().map(|x| x.1).sum()),
         })
     }
 
