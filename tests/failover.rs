@@ -299,7 +299,9 @@ fn a_frozen_replica_is_always_a_prefix_of_the_primary() {
     let (_b, s) = (t.bunker(), t.secondary());
     let p = t.primary(t.sport);
     wait_for_link(&p, &s);
-    let ring = std::fs::metadata(t.dir.join("p-log.log")).unwrap().len() / 512 - 2;
+    let mut head = vec![0u8; 1024];
+    std::io::Read::read_exact(&mut std::fs::File::open(t.dir.join("p-log.log")).unwrap(), &mut head).unwrap();
+    let ring = ferrite::replication::format::Superblock::choose(&head[..512], &head[512..1024]).unwrap().ring_sectors;
     let freeze = |on: bool| s.rpc("secondary_freeze", Some(json!({"volume": "vol0", "frozen": on}))).unwrap();
     let mut applied = freeze(true)["applied"].as_u64().unwrap();
     let mut image = std::fs::read(t.dir.join("s-data.img")).unwrap();

@@ -66,8 +66,9 @@ pub struct Outcome {
     pub crashes: u64,
     /// Link cuts.
     pub cuts: u64,
-    /// The secondary fell a whole log behind and was dropped (it needs an initial sync).
-    pub dropped: bool,
+    /// Volume blocks the secondary took as resyncs from the dirty-block map (it fell out of
+    /// step: dropped a whole log behind, or its staging log ended before the primary's head).
+    pub resynced: u64,
     /// Virtual time at the end.
     pub end: Nanos,
     /// Hash of the event trace (equal for equal seeds).
@@ -415,14 +416,6 @@ impl Cluster {
             if self.converged() {
                 break;
             }
-            if self.secondary_dropped() && self.primary_settled() {
-                // The secondary fell a whole log behind during the faults: the primary dropped it
-                // with an alarm (it needs a new initial synchronisation), so it cannot converge.
-                self.out.dropped = true;
-                self.event("secondary dropped".into());
-                let primary = self.nodes[PRIMARY].disks[0].view();
-                return self.host.check_image(&primary, "primary volume at the end");
-            }
             if self.now() > deadline {
                 return Err(format!(
                     "no convergence within {} s after faults stopped: {}",
@@ -433,6 +426,8 @@ impl Cluster {
             self.advance(busy);
         }
         let committed = self.nodes[PRIMARY].volume.as_ref().map(|(s, _)| s.log.committed());
+        self.out.resynced =
+            self.nodes[SECONDARY].secondary.as_ref().map_or(0, |s| s.staging.state.lock().expect("state").resync_blocks);
         self.event(format!("converged at LSN {committed:?}"));
         let primary = self.nodes[PRIMARY].disks[0].view();
         self.host.check_image(&primary, "primary volume at the end")?;
@@ -461,14 +456,6 @@ impl Cluster {
         )
     }
 
-    fn secondary_dropped(&self) -> bool {
-        let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
-        let st = shared.status.lock().expect("status");
-        st.secondary.as_ref().is_some_and(|s| {
-            s.dropped || s.alarm.as_deref().is_some_and(|a| a.contains("initial synchronisation"))
-        })
-    }
-
     /// The host has its answers and every answered write has reached the primary's volume
     /// (answers precede volume writes, so `committed` alone is not enough: nothing may be live).
     fn primary_settled(&self) -> bool {
@@ -479,6 +466,8 @@ impl Cluster {
     fn converged(&self) -> bool {
         let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
         let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() else { return false };
-        self.primary_settled() && sec.staging.state.lock().expect("state").applied >= shared.log.tail()
+        let in_step = shared.status.lock().expect("status").secondary.as_ref().is_some_and(|s| !s.out_of_sync);
+        let st = sec.staging.state.lock().expect("state");
+        self.primary_settled() && in_step && !st.resync_pending && st.applied >= shared.log.tail()
     }
 }
