@@ -113,7 +113,13 @@ impl DirtyMap {
 
 /// Where a log bdev of `num_blocks` sectors keeps the map of a volume of `volume_blocks`
 /// blocks, given its ring: the first sector after the ring, if the map fits there.
-pub fn location(num_blocks: u64, ring_start: u64, ring_sectors: u64, volume_blocks: u64, sector: u32) -> Option<u64> {
+pub fn location(
+    num_blocks: u64,
+    ring_start: u64,
+    ring_sectors: u64,
+    volume_blocks: u64,
+    sector: u32,
+) -> Option<u64> {
     let start = ring_start + ring_sectors;
     (start + DirtyMap::new(volume_blocks).sectors(sector) <= num_blocks).then_some(start)
 }

@@ -426,8 +426,10 @@ impl Cluster {
             self.advance(busy);
         }
         let committed = self.nodes[PRIMARY].volume.as_ref().map(|(s, _)| s.log.committed());
-        self.out.resynced =
-            self.nodes[SECONDARY].secondary.as_ref().map_or(0, |s| s.staging.state.lock().expect("state").resync_blocks);
+        self.out.resynced = self.nodes[SECONDARY]
+            .secondary
+            .as_ref()
+            .map_or(0, |s| s.staging.state.lock().expect("state").resync_blocks);
         self.event(format!("converged at LSN {committed:?}"));
         let primary = self.nodes[PRIMARY].disks[0].view();
         self.host.check_image(&primary, "primary volume at the end")?;
@@ -466,7 +468,8 @@ impl Cluster {
     fn converged(&self) -> bool {
         let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
         let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() else { return false };
-        let in_step = shared.status.lock().expect("status").secondary.as_ref().is_some_and(|s| !s.out_of_sync);
+        let in_step =
+            shared.status.lock().expect("status").secondary.as_ref().is_some_and(|s| !s.out_of_sync);
         let st = sec.staging.state.lock().expect("state");
         self.primary_settled() && in_step && !st.resync_pending && st.applied >= shared.log.tail()
     }

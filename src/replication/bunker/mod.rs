@@ -343,8 +343,11 @@ impl BunkerConn {
             // A staging log that knows this log but ends before its head has a gap nothing can
             // fill (the primary dropped this secondary and trimmed): it keeps its end, so the
             // primary sees the gap and resynchronises it (or reports it cannot).
-            let gap =
-                vol.staging && st.uuid_raw == uuid && !new_log && st.ring_sectors > 0 && head > st.durable_end;
+            let gap = vol.staging
+                && st.uuid_raw == uuid
+                && !new_log
+                && st.ring_sectors > 0
+                && head > st.durable_end;
             if st.uuid_raw != uuid || new_log {
                 *st = BunkerState {
                     uuid: uuid::Uuid::from_bytes(uuid).to_string(),

@@ -197,9 +197,21 @@ impl BunkerConn {
                 st.resync_pending = false;
                 st.resync_blocks += self.resync.written;
                 let applied = st.applied;
-                data.map(|d| crate::replication::secondary::staging_superblock(&mut st, &a.vol.name, d.as_ref(), applied))
+                data.map(|d| {
+                    crate::replication::secondary::staging_superblock(
+                        &mut st,
+                        &a.vol.name,
+                        d.as_ref(),
+                        applied,
+                    )
+                })
             };
-            tracing::info!(volume = a.vol.name, blocks = self.resync.written, sent, "resync durable: applying the log");
+            tracing::info!(
+                volume = a.vol.name,
+                blocks = self.resync.written,
+                sent,
+                "resync durable: applying the log"
+            );
             if let Some(w) = a.vol.waker.lock().expect("waker").clone() {
                 w.ring_doorbell_if_sleeping();
             }

@@ -71,8 +71,8 @@ pub fn assemble(
     bunker: Option<SocketAddr>,
     resync: bool,
 ) -> Result<Arc<Secondary>, String> {
-    let resumed =
-        read_staging_superblock(pool, &staging).filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
+    let resumed = read_staging_superblock(pool, &staging)
+        .filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
     let vol = bunkers.create_as(name, staging.clone(), Some(data.clone()))?;
     if let Some(sb) = &resumed {
         *vol.state.lock().expect("bunker state") = BunkerState::resumed(sb);

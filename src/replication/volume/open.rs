@@ -5,9 +5,9 @@
 
 use super::{VolumeConfig, MAX_INFLIGHT};
 use crate::bdev::{sync, Channel, IoStatus, IoType};
+use crate::replication::dirty::{self, DirtyMap};
 use crate::replication::format::{EntryHeader, EntryKind, SuperError, Superblock, VolumeSetup};
 use crate::replication::log::LogGeometry;
-use crate::replication::dirty::{self, DirtyMap};
 use crate::replication::recovery::{scan, LogReader, RecoveryError, ScanResult};
 use crate::sys::DmaPool;
 
@@ -212,7 +212,8 @@ fn format(
     };
     if spare {
         let zeros = vec![0u8; (map_sectors * u64::from(sector)) as usize];
-        sync::write(log_ch, pool, 2 + ring_sectors, &zeros).map_err(io_err("clearing the dirty-block map"))?;
+        sync::write(log_ch, pool, 2 + ring_sectors, &zeros)
+            .map_err(io_err("clearing the dirty-block map"))?;
     }
     write_super(log_ch, pool, &Superblock { generation: 1, ..sb.clone() })?;
     write_super(log_ch, pool, &sb)?;
@@ -300,7 +301,8 @@ fn load_dirty_map(
     num_blocks: u64,
     found: &ScanResult,
 ) -> Result<Option<DirtyMap>, OpenError> {
-    let Some(at) = dirty::location(num_blocks, sb.ring_start, sb.ring_sectors, sb.volume_blocks, sb.sector_size)
+    let Some(at) =
+        dirty::location(num_blocks, sb.ring_start, sb.ring_sectors, sb.volume_blocks, sb.sector_size)
     else {
         return Ok(None);
     };

@@ -82,9 +82,17 @@ enum Checkpoint {
     Idle,
     Flushing(u64),
     /// Writing the dirty-block map (`bitmap`, from byte `at` on) before the superblock.
-    Map { lsn: u64, bitmap: Vec<u8>, at: usize, floor: u64, oos: bool },
+    Map {
+        lsn: u64,
+        bitmap: Vec<u8>,
+        at: usize,
+        floor: u64,
+        oos: bool,
+    },
     /// Writing the superblock (recording whether the secondary is out of step).
-    Writing { oos: bool },
+    Writing {
+        oos: bool,
+    },
 }
 
 /// Everything the home reactor owns for one volume.

@@ -305,7 +305,11 @@ impl VolumeCore {
                 "secondary dropped: it fell {:.0}% of the log behind; it needs an initial synchronisation",
                 fill * 100.0
             ));
-            return tracing::error!(volume = self.shared.name, alarm = sh.alarm.as_deref(), "secondary dropped");
+            return tracing::error!(
+                volume = self.shared.name,
+                alarm = sh.alarm.as_deref(),
+                "secondary dropped"
+            );
         };
         if !self.oos {
             // The map is complete from `floor`; a secondary behind that needs everything.
