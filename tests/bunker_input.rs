@@ -1,6 +1,6 @@
 //! A bunker refuses bad input from a peer with an Error that names the problem, writes nothing,
 //! and keeps serving: unknown volume, stale epoch, partial sectors, writes crossing the ring end,
-//! writes before Hello, garbage frames.
+//! writes before Hello, garbage frames, resync requests, reads of trimmed log.
 
 mod common;
 
@@ -113,6 +113,16 @@ fn bad_peer_input_is_refused_and_the_bunker_keeps_serving() {
     }
     let list = d.rpc("bunker_get_bunkers", None).unwrap();
     assert_eq!(list[0]["state"]["epoch"], 3);
+    // Resynchronising is a secondary's business; and nothing below the trimmed head is served
+    // (a requester that far behind would get overwritten entries).
+    p.send(&Msg::ResyncStart { from: 12 });
+    p.expect_error("only a secondary resynchronises");
+    let mut p = Peer::new(port);
+    p.send(&hello(3));
+    assert!(matches!(p.recv(), Some(Msg::HelloAck { .. })));
+    p.send(&Msg::Trim { head: 12 });
+    p.send(&Msg::Read { from: 10, to: 12 });
+    p.expect_error("no longer holds LSN 10");
 }
 
 fn secondary() -> (Daemon, u16) {
@@ -206,4 +216,46 @@ fn a_secondary_refuses_bad_shipping_and_applies_nothing_bad() {
     let mut p = Peer::new(port);
     p.send(&hello(1));
     assert!(matches!(p.recv(), Some(Msg::Fenced { epoch: 2 })), "a stale primary must be told it is fenced");
+}
+
+/// `ResyncStart` restarts the staging log where the primary says, the replica is marked as
+/// being resynchronised (failover refuses it) until `ResyncDone`, which is echoed once the
+/// blocks are durable; shipping then applies from the new start.
+#[test]
+fn a_resync_restarts_the_staging_log_and_blocks_failover_until_done() {
+    let (d, port) = secondary();
+    let mut p = Peer::new(port);
+    p.send(&hello(2));
+    assert!(matches!(p.recv(), Some(Msg::HelloAck { .. })));
+    p.send(&Msg::Write { lsn: 0, data: entry(0, 0, 0xA1) });
+    p.send(&Msg::ResyncStart { from: 100 });
+    p.send(&Msg::Block { lba: 8, data: vec![0xB1; 4096] });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while applied(&d)["resynchronising"] != true || applied(&d)["received"] != 100 {
+        assert!(std::time::Instant::now() < deadline, "no resync: {}", applied(&d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = d.rpc("volume_failover", Some(json!({"volume": "v"}))).unwrap_err();
+    assert!(err.to_string().contains("being resynchronised"), "{err}");
+    p.send(&Msg::Write { lsn: 100, data: entry(100, 16, 0xB2) });
+    p.send(&Msg::ResyncDone { blocks: 8 });
+    loop {
+        match p.recv() {
+            Some(Msg::ResyncDone { blocks: 8 }) => break,
+            Some(_) => continue,
+            None => panic!("ResyncDone was not echoed"),
+        }
+    }
+    while applied(&d)["applied"] != 109 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shipping did not apply after the resync: {}",
+            applied(&d)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(applied(&d)["resynchronising"], false);
+    let img = std::fs::read(d.dir().join("s.img")).unwrap();
+    assert!(img[4096..8192].iter().all(|&b| b == 0xB1), "the resync block did not land");
+    assert!(img[8192..12288].iter().all(|&b| b == 0xB2), "the entry after the resync was not applied");
 }

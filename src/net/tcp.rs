@@ -78,6 +78,14 @@ impl TcpLink {
         self.reset = Some(why);
     }
 
+    /// Whether the send queue has room (bulk senders wait while it has not).
+    pub fn has_room(&self) -> bool {
+        match &self.conn {
+            Conn::Up { framed } => framed.pending() < SEND_QUEUE_BYTES,
+            _ => false,
+        }
+    }
+
     /// The peer address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

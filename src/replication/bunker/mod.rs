@@ -304,7 +304,16 @@ impl BunkerConn {
                 let silent_ms = self.bunkers.get(&volume).map_or(u64::MAX, |v| v.silent_ms());
                 self.framed.queue(&Msg::Seen { silent_ms });
             }
-            Msg::Read { from, to } if self.att.is_some() && from <= to => self.reads.push_back((from, to)),
+            Msg::Read { from, to } if self.att.is_some() && from <= to => {
+                let head = self.att.as_ref().map_or(0, |a| a.vol.state.lock().expect("bunker state").head);
+                if from < head {
+                    return self.refuse(format!(
+                        "the bunker's log starts at LSN {head} (the primary trimmed it) and no longer holds LSN {from}: \
+                         the requester fell out of step and cannot be brought up to date from here"
+                    ));
+                }
+                self.reads.push_back((from, to))
+            }
             other => self.refuse(format!("unexpected message {other:?}")),
         }
     }

@@ -10,7 +10,9 @@ impl VolumeCore {
         let applied = self.shared.log.applied();
         // The head waits for checkpoints: with a quarter of the ring since the last one, the
         // next one is due at once.
-        let urgent = applied.saturating_sub(self.checkpointed) > self.geo.ring_sectors / 4;
+        // So is one recording a dropped secondary, which holds the head until it is durable.
+        let urgent =
+            applied.saturating_sub(self.checkpointed) > self.geo.ring_sectors / 4 || self.oos_hold.is_some();
         if !matches!(self.checkpoint, Checkpoint::Idle)
             || (now < self.next_checkpoint && !urgent)
             || (applied == self.sb.checkpoint_lsn && !self.sb_dirty)

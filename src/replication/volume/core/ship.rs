@@ -418,6 +418,9 @@ impl VolumeCore {
         let Some(r) = sh.resync.as_mut().filter(|r| up && !r.confirmed && r.reading.is_none()) else {
             return false;
         };
+        if !sh.link.has_room() {
+            return true; // keep polling while the socket drains
+        }
         let Some((lba, n)) = r.queue.pop_front() else {
             if !r.done_sent {
                 r.done_sent = true;
