@@ -43,6 +43,8 @@ pub struct TcpLink {
     msgs: Vec<Msg>,
     /// Asked to drop the connection (and attach afresh), for this reason.
     reset: Option<String>,
+    /// Whether to read from the peer (a receiver that cannot keep up pauses it).
+    receiving: bool,
 }
 
 impl TcpLink {
@@ -65,12 +67,19 @@ impl TcpLink {
             rtt_us: None,
             msgs: Vec::new(),
             reset: None,
+            receiving: true,
         }
     }
 
     /// Updates the Hello sent on the next (re)connect.
     pub fn set_hello(&mut self, hello: Msg) {
         self.hello = hello;
+    }
+
+    /// Pauses or resumes reading from the peer (back-pressure for a slow consumer of its
+    /// messages; keep pauses shorter than the peer timeout).
+    pub fn set_receiving(&mut self, on: bool) {
+        self.receiving = on;
     }
 
     /// Drops the connection on the next poll and attaches afresh after the usual back-off.
@@ -162,9 +171,12 @@ impl TcpLink {
 
     fn exchange(&mut self, now: Nanos, events: &mut Vec<LinkEvent>) -> Result<bool, String> {
         let mut msgs = std::mem::take(&mut self.msgs);
+        let receiving = self.receiving;
         let Some(framed) = self.framed() else { return Ok(false) };
         let mut work = framed.flush().map_err(|e| e.to_string())?;
-        work |= framed.receive(&mut msgs, 256).map_err(|e| e.to_string())?;
+        if receiving {
+            work |= framed.receive(&mut msgs, 256).map_err(|e| e.to_string())?;
+        }
         if !msgs.is_empty() {
             self.last_heard = now;
         }
@@ -180,6 +192,9 @@ impl TcpLink {
             if let Some(f) = self.framed() {
                 f.queue(&Msg::Heartbeat { seq });
             }
+        }
+        if !self.receiving {
+            self.last_heard = now; // paused on purpose: silence is ours, not the peer's
         }
         if now.saturating_sub(self.last_heard) > PEER_TIMEOUT {
             return Err("peer silent beyond the timeout".into());

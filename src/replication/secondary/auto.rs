@@ -1,7 +1,10 @@
 //! Automatic failover: a watcher thread per secondary that promotes it once the primary has
 //! been silent for the configured time both here (its shipping connection) and at the bunker
 //! (asked with `Watch`). Both must see the loss: a secondary cut off from the primary alone, or
-//! a bunker that cannot be asked, never triggers it.
+//! a bunker that cannot be asked, never triggers it. The bunker is asked twice, a check apart,
+//! and its silence must have grown between the answers: a bunker whose reactor was starved
+//! (and had not yet read the primary's latest messages) answers with a stale silence once,
+//! not twice in a row.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,6 +35,7 @@ pub fn watch(
 
 fn run(app: Weak<App>, sec: Arc<Secondary>, after: Duration, nqn: Option<String>) {
     let limit = after.as_millis() as u64;
+    let mut seen_before: Option<u64> = None;
     loop {
         std::thread::sleep(CHECK_EVERY);
         if sec.retired.load(Ordering::Acquire) || sec.state.lock().expect("secondary state").role != "replica"
@@ -40,13 +44,22 @@ fn run(app: Weak<App>, sec: Arc<Secondary>, after: Duration, nqn: Option<String>
         }
         let here = sec.staging.silent_ms();
         if here == u64::MAX || here < limit {
+            seen_before = None;
             continue;
         }
         let Some(bunker) = *sec.bunker.lock().expect("bunker addr") else { continue };
         let there = match ask(bunker, &sec.name) {
             Ok(ms) if ms != u64::MAX && ms >= limit => ms,
-            _ => continue,
+            _ => {
+                seen_before = None;
+                continue;
+            }
         };
+        let grew = seen_before.is_some_and(|b| there >= b + CHECK_EVERY.as_millis() as u64 / 2);
+        seen_before = Some(there);
+        if !grew {
+            continue;
+        }
         let Some(app) = app.upgrade() else { return };
         tracing::warn!(
             volume = sec.name,

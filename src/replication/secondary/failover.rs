@@ -7,26 +7,23 @@
 //! shipping is refused from then on), and the bunker learns the new epoch in the pull's Hello
 //! (the old primary is refused there too, and told it is fenced).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::pull::{Pull, PullOutcome};
 use super::Secondary;
 use crate::app::App;
-use std::collections::BTreeMap;
-
-use crate::bdev::{BdevIo, Channel, IoType};
+use crate::net::Net;
+use crate::reactor::Message;
 use crate::replication::log::LogGeometry;
 use crate::replication::manager;
 use crate::replication::volume::{Mode, OnBunkerLoss, VolumeConfig};
 use crate::replication::wire::Msg;
 
-/// How long the bunker may stay silent during the pull.
-const PULL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long applying the pulled tail may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -148,19 +145,17 @@ fn run(
     Ok(report)
 }
 
-/// Streams `[from, bunker's end)` of the bunker's copy into the staging log; returns bytes.
+/// Streams `[from, bunker's end)` of the bunker's copy into the staging log (a [`Pull`] on a
+/// reactor); returns bytes.
 fn pull(
     app: &App,
-    sec: &Secondary,
+    sec: &Arc<Secondary>,
     addr: SocketAddr,
     epoch: u64,
     geo: LogGeometry,
     uuid: [u8; 16],
     from: u64,
 ) -> Result<u64, String> {
-    let mut s = TcpStream::connect_timeout(&addr, PULL_TIMEOUT).map_err(|e| format!("bunker {addr}: {e}"))?;
-    s.set_read_timeout(Some(PULL_TIMEOUT)).map_err(|e| e.to_string())?;
-    let _ = s.set_nodelay(true);
     let hello = Msg::Hello {
         volume: sec.name.clone(),
         uuid,
@@ -169,160 +164,20 @@ fn pull(
         ring_sectors: geo.ring_sectors,
         head: from,
     };
-    let mut inbox = Vec::new();
-    send(&mut s, &hello)?;
-    let to = match recv(&mut s, &mut inbox)? {
-        Msg::HelloAck { durable_end } => durable_end,
-        other => return Err(format!("bunker {addr} refused the pull: {other:?}")),
-    };
-    if to <= from {
-        return Ok(0);
-    }
-    send(&mut s, &Msg::Read { from, to })?;
-    let mut w = Pipeline::new(Channel::new(sec.staging.log.clone()).map_err(|e| e.to_string())?, from);
-    let mut pos = from;
+    let outcome: PullOutcome = Arc::default();
+    let (s, pool, out) = (sec.clone(), app.pool.clone(), outcome.clone());
+    let spawn = Message::call(move |cx| {
+        match Pull::new(s, pool, (addr, hello, &Net::default()), geo, from, out.clone()) {
+            Ok(p) => cx.spawn(Box::new(p)),
+            Err(e) => *out.lock().expect("pull outcome") = Some(Err(e)),
+        }
+    });
+    app.runtime.handles()[0].send(spawn).map_err(|e| e.to_string())?;
     loop {
-        match recv(&mut s, &mut inbox)? {
-            Msg::ReadData { data, .. } if data.is_empty() => break,
-            Msg::ReadData { lsn, data } if lsn == pos && data.len() % geo.sector as usize == 0 => {
-                let n = (data.len() / geo.sector as usize) as u64;
-                w.write(&app.pool, geo.block_of(lsn), lsn, n, &data)?;
-                pos += n;
-            }
-            Msg::HeartbeatAck { .. } | Msg::Ack { .. } => {}
-            other => {
-                return Err(format!("bunker {addr} sent {other:?} during the pull (expected LSN {pos})"))
-            }
+        if let Some(r) = outcome.lock().expect("pull outcome").take() {
+            return r;
         }
-        w.reap()?;
-        w.publish(sec);
-    }
-    w.finish(sec)?;
-    let bytes = (pos - from) * u64::from(geo.sector);
-    tracing::info!(volume = sec.name, from, to = pos, bytes, "pulled the log tail from the bunker");
-    Ok(bytes)
-}
-
-/// Writes of the pulled log, several in flight (made durable by one flush at the end); the
-/// applier may apply what has been written meanwhile.
-struct Pipeline {
-    ch: Channel,
-    inflight: BTreeMap<u64, (u64, u64)>,
-    durable: BTreeMap<u64, u64>,
-    end: u64,
-    tag: u64,
-    done: Vec<crate::bdev::IoCompletion>,
-}
-
-/// Pulled chunks being written at once.
-const PULL_WRITES: usize = 16;
-
-impl Pipeline {
-    fn new(ch: Channel, from: u64) -> Pipeline {
-        Pipeline {
-            ch,
-            inflight: BTreeMap::new(),
-            durable: BTreeMap::new(),
-            end: from,
-            tag: 0,
-            done: Vec::new(),
-        }
-    }
-
-    fn write(
-        &mut self,
-        pool: &crate::sys::DmaPool,
-        block: u64,
-        lsn: u64,
-        n: u64,
-        data: &[u8],
-    ) -> Result<(), String> {
-        while self.inflight.len() >= PULL_WRITES {
-            self.reap()?;
-        }
-        let mut buf = pool.alloc().ok_or("out of DMA buffers for the pull")?;
-        buf.set_len(data.len());
-        buf.as_mut_slice().copy_from_slice(data);
-        self.tag += 1;
-        let io = BdevIo {
-            ty: IoType::Write,
-            offset_blocks: block,
-            num_blocks: n as u32,
-            buf: Some(buf),
-            fua: false,
-            tag: self.tag,
-        };
-        self.ch.submit(io).map_err(|_| "staging queue full during the pull".to_string())?;
-        self.inflight.insert(self.tag, (lsn, n));
-        Ok(())
-    }
-
-    fn reap(&mut self) -> Result<(), String> {
-        let mut done = std::mem::take(&mut self.done);
-        if self.ch.poll(&mut done) == 0 {
-            std::thread::yield_now();
-        }
-        for c in done.drain(..) {
-            let (lsn, n) = self.inflight.remove(&c.tag).ok_or("unknown pull completion")?;
-            if !c.status.is_success() {
-                return Err(format!("writing the pulled log at LSN {lsn}: {}", c.status));
-            }
-            self.durable.insert(lsn, n);
-        }
-        self.done = done;
-        while let Some(n) = self.durable.remove(&self.end) {
-            self.end += n;
-        }
-        Ok(())
-    }
-
-    /// Lets the applier see what is durable so far.
-    fn publish(&mut self, sec: &Secondary) {
-        let mut st = sec.staging.state.lock().expect("bunker state");
-        st.durable_end = st.durable_end.max(self.end);
-        drop(st);
-        sec.wake_applier();
-    }
-
-    fn finish(mut self, sec: &Secondary) -> Result<(), String> {
-        let deadline = Instant::now() + PULL_TIMEOUT;
-        while !self.inflight.is_empty() {
-            self.reap()?;
-            if Instant::now() > deadline {
-                return Err("the pulled log did not become durable in time".into());
-            }
-        }
-        // One flush makes the whole pulled tail durable (a crash before it re-runs the pull).
-        crate::bdev::sync::op(&mut self.ch, IoType::Flush, 0, 0)
-            .map_err(|e| format!("flushing the staging log: {e}"))?;
-        self.publish(sec);
-        Ok(())
-    }
-}
-
-fn send(s: &mut TcpStream, m: &Msg) -> Result<(), String> {
-    let mut out = Vec::new();
-    m.encode(&mut out);
-    s.write_all(&out).map_err(|e| format!("sending to the bunker: {e}"))
-}
-
-fn recv(s: &mut TcpStream, inbox: &mut Vec<u8>) -> Result<Msg, String> {
-    loop {
-        match Msg::decode(inbox) {
-            Ok(Some((m, used))) => {
-                inbox.drain(..used);
-                return Ok(m);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(format!("bad frame from the bunker: {e}")),
-        }
-        let mut chunk = [0u8; 64 << 10];
-        match s.read(&mut chunk) {
-            Ok(0) => return Err("the bunker closed the connection".into()),
-            Ok(n) => inbox.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("reading from the bunker: {e}")),
-        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -20,6 +20,7 @@
 pub mod apply;
 pub mod auto;
 pub mod failover;
+pub mod pull;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
