@@ -51,7 +51,7 @@ fn bunker_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     let p: BunkerCreate = params(p)?;
     let log = app.bdevs.get(&p.log_bdev)?;
     app.bdevs.claim(&p.log_bdev, &format!("bunker of volume {}", p.volume))?;
-    app.bunkers.create(&p.volume, log).map_err(|e| {
+    app.bunkers.create(&p.volume, log, &app.pool).map_err(|e| {
         app.bdevs.release(&p.log_bdev);
         RpcError::exists(e)
     })?;

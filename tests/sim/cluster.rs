@@ -2,9 +2,12 @@
 //! the checker.
 //!
 //! Invariants checked: every block of the primary's volume holds a write the host may see
-//! (after every restart, on every host read, and at the end: no acknowledged write lost or
-//! changed); once faults stop the cluster converges within a bound (the secondary applies
-//! everything the primary committed) and the replica then equals the primary.
+//! (after every restart, on every host read, after a failover, and at the end: no acknowledged
+//! write lost or changed); once faults stop the cluster converges within a bound (the
+//! secondary applies everything the primary committed, and the replica then equals the
+//! primary; after a failover, a restarted old primary is fenced).
+
+mod failover;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,6 +72,10 @@ pub struct Outcome {
     /// Volume blocks the secondary took as resyncs from the dirty-block map (it fell out of
     /// step: dropped a whole log behind, or its staging log ended before the primary's head).
     pub resynced: u64,
+    /// Failovers completed (the host moved to the promoted secondary).
+    pub failovers: u64,
+    /// Failovers refused or abandoned (the replica was out of step), with the primary restarted.
+    pub failovers_refused: u64,
     /// Virtual time at the end.
     pub end: Nanos,
     /// Hash of the event trace (equal for equal seeds).
@@ -88,6 +95,8 @@ struct Node {
 enum Pending {
     Restart(usize),
     Heal(usize, usize),
+    /// (Re)try a failover to the secondary.
+    Failover,
 }
 
 /// The simulated cluster.
@@ -102,6 +111,16 @@ pub struct Cluster {
     next_fault: Nanos,
     trace: Vec<String>,
     out: Outcome,
+    /// The node the host writes to (the primary, or the secondary once promoted).
+    serving: usize,
+    /// A failover under way.
+    failing_over: Option<failover::Phase>,
+    /// The secondary was promoted with this identity and epoch.
+    promoted: Option<([u8; 16], u64)>,
+    /// What the primary does without its bunker (seeded): keep serving on the local log, or
+    /// stall writes. Failovers run only with `Stall`: under `LocalOnly` the writes answered
+    /// while the bunker was away are, by that policy's contract, not on the bunker.
+    on_bunker_loss: OnBunkerLoss,
 }
 
 fn pool() -> DmaPool {
@@ -147,7 +166,15 @@ impl Cluster {
             next_fault: 0,
             trace: Vec::new(),
             out: Outcome::default(),
+            serving: PRIMARY,
+            failing_over: None,
+            promoted: None,
+            on_bunker_loss: OnBunkerLoss::LocalOnly,
         };
+        if c.rng.below(2) == 0 {
+            c.on_bunker_loss = OnBunkerLoss::Stall;
+        }
+        c.event(format!("without its bunker the primary {:?}", c.on_bunker_loss));
         for n in [BUNKER, SECONDARY, PRIMARY] {
             c.start(n)?;
         }
@@ -168,6 +195,7 @@ impl Cluster {
         match n {
             PRIMARY => self.start_primary()?,
             BUNKER => self.start_bunker()?,
+            _ if self.promoted.is_some() => self.start_promoted()?,
             _ => self.start_secondary()?,
         }
         self.net.listen(n);
@@ -176,43 +204,64 @@ impl Cluster {
     }
 
     fn start_primary(&mut self) -> Result<(), String> {
-        let node = &mut self.nodes[PRIMARY];
-        let (data, log) = (node.disks[0].clone(), node.disks[1].clone());
+        let node = &self.nodes[PRIMARY];
         let cfg = VolumeConfig {
             name: "vol0".into(),
-            data: Arc::new(data.clone()),
-            log: Arc::new(log.clone()),
+            data: Arc::new(node.disks[0].clone()),
+            log: Arc::new(node.disks[1].clone()),
             mode: Mode::BunkerSync,
             bunker: Some(addr(BUNKER)),
-            on_bunker_loss: OnBunkerLoss::LocalOnly,
+            on_bunker_loss: self.on_bunker_loss,
             force: false,
             secondary: Some(addr(SECONDARY)),
             identity: Some(([0x5a; 16], 1)),
             net: Net(self.net.dialer(PRIMARY)),
         };
+        // After a failover the old primary's image is stale by design: it must come up fenced.
+        let when = if self.promoted.is_some() { None } else { Some("after the primary's recovery") };
+        self.open_volume_checked(PRIMARY, &cfg, when)
+    }
+
+    /// Opens (recovering or formatting) node `n`'s volume as a primary, starts its home poller
+    /// and hands the host a channel; checks the image `when` given.
+    fn open_volume(&mut self, n: usize, cfg: &VolumeConfig, when: &str) -> Result<(), String> {
+        self.open_volume_checked(n, cfg, Some(when))
+    }
+
+    fn open_volume_checked(
+        &mut self,
+        n: usize,
+        cfg: &VolumeConfig,
+        when: Option<&str>,
+    ) -> Result<(), String> {
+        let node = &mut self.nodes[n];
         let max_io = (node.pool.buf_size() as u32 - 512).min(128 * 1024);
-        data.set_immediate(true);
-        log.set_immediate(true);
-        let opened = open::open(&cfg, &node.pool, max_io).map_err(|e| format!("primary recovery: {e}"));
-        data.set_immediate(false);
-        log.set_immediate(false);
+        node.disks.iter().for_each(|d| d.set_immediate(true));
+        let opened =
+            open::open(cfg, &node.pool, max_io).map_err(|e| format!("{} volume open: {e}", NAMES[n]));
+        node.disks.iter().for_each(|d| d.set_immediate(false));
         let opened = opened?;
         let reactor = node.reactor.as_mut().expect("started");
-        let shared = manager::assemble(&cfg, &opened, reactor.mailbox().clone());
-        let core = manager::home_poller(&cfg, shared.clone(), &opened, node.pool.clone())?;
+        let shared = manager::assemble(cfg, &opened, reactor.mailbox().clone());
+        let core = manager::home_poller(cfg, shared.clone(), &opened, node.pool.clone())?;
         reactor.add_poller(Box::new(core), self.clock.now());
         let vol: Arc<dyn Bdev> = Arc::new(ReplVolume::new(cfg.data.clone(), shared.clone()));
         node.volume = Some((shared, Channel::new(vol).map_err(|e| e.to_string())?));
-        let image = data.view();
-        self.host.check_image(&image, "after the primary's recovery")?;
-        self.event(format!("primary recovered: {} entries replayed", opened.replayed));
+        let image = node.disks[0].view();
+        if let Some(when) = when {
+            self.host.check_image(&image, when)?;
+        }
+        self.event(format!("{} volume open: {} entries replayed", NAMES[n], opened.replayed));
         Ok(())
     }
 
     fn start_bunker(&mut self) -> Result<(), String> {
         let node = &mut self.nodes[BUNKER];
         node.bunkers = Arc::new(Bunkers::default());
-        node.bunkers.create("vol0", Arc::new(node.disks[0].clone()))
+        node.disks[0].set_immediate(true);
+        let created = node.bunkers.create("vol0", Arc::new(node.disks[0].clone()), &node.pool);
+        node.disks[0].set_immediate(false);
+        created
     }
 
     fn start_secondary(&mut self) -> Result<(), String> {
@@ -258,8 +307,12 @@ impl Cluster {
         node.reactor = None;
         node.disks.iter().for_each(SimDisk::crash);
         self.net.crash(n);
-        if n == PRIMARY {
+        if n == self.serving {
             self.host.lost_primary();
+        }
+        if n == SECONDARY && self.failing_over.take().is_some() {
+            self.event("failover interrupted by the secondary's crash".into());
+            self.later(100 * MS, Pending::Failover);
         }
         self.out.crashes += 1;
         self.event(format!("{} crashed{}", NAMES[n], log.unwrap_or_default()));
@@ -317,7 +370,8 @@ impl Cluster {
                 busy |= r.poll_once(now);
             }
         }
-        let node = &mut self.nodes[PRIMARY];
+        busy |= self.failover_step()?;
+        let node = &mut self.nodes[self.serving];
         if let Some((_, ch)) = node.volume.as_mut() {
             busy |= self.host.reap(ch)?;
             if workload {
@@ -353,6 +407,7 @@ impl Cluster {
                     self.net.set_cut(a, b, false);
                     self.event(format!("{} -> {} healed", NAMES[a], NAMES[b]));
                 }
+                Pending::Failover => self.begin_failover()?,
             }
         }
         if now >= self.next_fault {
@@ -392,6 +447,12 @@ impl Cluster {
                     span / MS
                 ));
             }
+            9 if self.on_bunker_loss == OnBunkerLoss::Stall
+                && self.promoted.is_none()
+                && self.failing_over.is_none() =>
+            {
+                self.begin_failover()?
+            }
             _ => {
                 self.net.reset_one();
                 self.event("a connection reset".into());
@@ -404,14 +465,10 @@ impl Cluster {
     /// everything the primary committed; then compare.
     fn settle(&mut self, bound: Nanos) -> Result<(), String> {
         self.net.heal();
-        for (_, p) in std::mem::take(&mut self.pending) {
-            if let Pending::Restart(n) = p {
-                self.start(n)?;
-            }
-        }
         self.event("faults stopped".into());
         let deadline = self.now() + bound;
         loop {
+            self.settle_pending()?;
             let busy = self.step(false)?;
             if self.converged() {
                 break;
@@ -425,19 +482,40 @@ impl Cluster {
             }
             self.advance(busy);
         }
-        let committed = self.nodes[PRIMARY].volume.as_ref().map(|(s, _)| s.log.committed());
+        let committed = self.nodes[self.serving].volume.as_ref().map(|(s, _)| s.log.committed());
         self.out.resynced = self.nodes[SECONDARY]
             .secondary
             .as_ref()
             .map_or(0, |s| s.staging.state.lock().expect("state").resync_blocks);
         self.event(format!("converged at LSN {committed:?}"));
-        let primary = self.nodes[PRIMARY].disks[0].view();
+        let primary = self.nodes[self.serving].disks[0].view();
         self.host.check_image(&primary, "primary volume at the end")?;
+        if self.promoted.is_some() {
+            return Ok(()); // no secondary any more
+        }
         let replica = self.nodes[SECONDARY].disks[0].view();
         if let Some(b) = (0..VOLUME_BLOCKS as usize)
             .find(|b| primary[b * BLOCK..(b + 1) * BLOCK] != replica[b * BLOCK..(b + 1) * BLOCK])
         {
             return Err(format!("after convergence the replica differs from the primary at block {b}"));
+        }
+        Ok(())
+    }
+
+    /// Once faults stop, what is pending happens now: restarts first, then a failover (which
+    /// may itself schedule a restart, handled on the next round).
+    fn settle_pending(&mut self) -> Result<(), String> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut failover = false;
+        for (_, p) in pending {
+            match p {
+                Pending::Restart(n) if self.nodes[n].reactor.is_none() => self.start(n)?,
+                Pending::Failover => failover = true,
+                Pending::Restart(_) | Pending::Heal(..) => {}
+            }
+        }
+        if failover {
+            self.begin_failover()?;
         }
         Ok(())
     }
@@ -452,8 +530,12 @@ impl Cluster {
             .secondary
             .as_ref()
             .map(|s| serde_json::to_string(&*s.staging.state.lock().expect("state")).unwrap_or_default());
+        let b = self.nodes[BUNKER].bunkers.get("vol0").map(|v| {
+            let st = v.state.lock().expect("state");
+            (st.durable_end, st.head, st.attached, st.epoch)
+        });
         format!(
-            "primary (committed, applied) {p:?}, shipping {ship:?}, secondary staging {s:?}, host in flight [{}]",
+            "primary (committed, applied) {p:?}, bunker (durable_end, head, attached, epoch) {b:?}, shipping {ship:?}, secondary staging {s:?}, host in flight [{}]",
             self.host.describe_inflight()
         )
     }
@@ -461,11 +543,14 @@ impl Cluster {
     /// The host has its answers and every answered write has reached the primary's volume
     /// (answers precede volume writes, so `committed` alone is not enough: nothing may be live).
     fn primary_settled(&self) -> bool {
-        let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
+        let Some((shared, _)) = self.nodes[self.serving].volume.as_ref() else { return false };
         self.host.idle() && shared.log.applied() >= shared.log.tail()
     }
 
     fn converged(&self) -> bool {
+        if self.promoted.is_some() || self.failing_over.is_some() {
+            return self.failover_converged();
+        }
         let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
         let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() else { return false };
         let in_step =

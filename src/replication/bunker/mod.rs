@@ -20,6 +20,7 @@ use crate::replication::log::{advance_contiguous, LogGeometry};
 use crate::replication::wire::Msg;
 use crate::sys::DmaPool;
 
+mod inventory;
 mod resync;
 
 /// What the bunker knows of one volume.
@@ -60,6 +61,10 @@ pub struct BunkerState {
     /// Staging role: applies in flight on the replica volume (a resync waits for none).
     #[serde(skip)]
     pub applies_inflight: usize,
+    /// Bunker role, after a restart: the entries its log held (LSN → sectors), so a
+    /// re-attaching primary or a failover learns the contiguous end it really holds.
+    #[serde(skip)]
+    inventory: BTreeMap<u64, u32>,
     #[serde(skip)]
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
@@ -134,9 +139,29 @@ pub struct Bunkers {
 }
 
 impl Bunkers {
-    /// Registers a volume's bunker log.
-    pub fn create(&self, name: &str, log: Arc<dyn Bdev>) -> Result<(), String> {
-        self.create_as(name, log, None).map(|_| ())
+    /// Registers a volume's bunker log, resuming what its superblock recorded: the volume's
+    /// identity, the highest epoch seen (so a restarted bunker still fences a failed-over
+    /// primary) and the head. Nothing is claimed held until a primary attaches again.
+    pub fn create(&self, name: &str, log: Arc<dyn Bdev>, pool: &DmaPool) -> Result<(), String> {
+        let sb = Channel::new(log.clone()).ok().and_then(|mut ch| {
+            let two = crate::bdev::sync::read(&mut ch, pool, 0, 2).ok()?;
+            let (a, b) = two.split_at(log.block_size() as usize);
+            Superblock::choose(a, b).ok()
+        });
+        let vol = self.create_as(name, log, None)?;
+        if let Some(sb) = sb.filter(|sb| sb.role == 1 && sb.volume_name == name) {
+            tracing::info!(volume = name, epoch = sb.epoch, head = sb.head_lsn, "bunker log resumed");
+            let inventory = inventory::scan(&vol.log, pool, &sb);
+            *vol.state.lock().expect("bunker state") = BunkerState {
+                durable_end: sb.head_lsn,
+                applied: sb.head_lsn,
+                sb_generation: sb.generation + 1,
+                inventory,
+                ..BunkerState::resumed(&sb)
+            };
+            vol.state.lock().expect("bunker state").head = sb.head_lsn;
+        }
+        Ok(())
     }
 
     /// Registers a volume's bunker log, or with `staging` a secondary's staging log.
@@ -346,6 +371,15 @@ impl BunkerConn {
                 self.framed.queue(&Msg::Fenced { epoch: st.epoch });
                 return Err(format!("stale epoch {epoch}: this volume is at epoch {}", st.epoch));
             }
+            // A failover (a new epoch) starting below the trimmed head cannot be served: refuse
+            // it before taking its epoch, so the old primary is not fenced for nothing.
+            if !vol.staging && st.uuid_raw == uuid && epoch > st.epoch && head < st.head {
+                return Err(format!(
+                    "this bunker's log starts at LSN {} (the primary trimmed it) and cannot bring a \
+                     replica at LSN {head} up to date: that replica fell out of step",
+                    st.head
+                ));
+            }
             // A staging log meets a new primary's log (each promotion starts a fresh LSN
             // space at a higher epoch): what it held belongs to the old one.
             let new_log = vol.staging && epoch > st.epoch && st.epoch > 0;
@@ -385,6 +419,9 @@ impl BunkerConn {
                 st.durable_end = st.durable_end.max(head);
                 st.applied = st.applied.max(head);
             }
+            if !vol.staging {
+                st.durable_end = inventory::contiguous_end(&st.inventory, st.durable_end);
+            }
             st.durable_end
         };
         self.next_lsn = durable_end;
@@ -407,8 +444,13 @@ impl BunkerConn {
 
     fn write_superblock(&mut self, uuid: [u8; 16], epoch: u64, head: u64, volume: &str) {
         let Some(a) = self.att.as_mut() else { return };
+        let generation = {
+            let mut st = a.vol.state.lock().expect("bunker state");
+            st.sb_generation = st.sb_generation.max(1) + 1;
+            st.sb_generation
+        };
         let sb = Superblock {
-            generation: 1,
+            generation,
             volume_uuid: uuid,
             volume_name: volume.into(),
             role: 1,
@@ -431,7 +473,7 @@ impl BunkerConn {
         sb.encode(buf.as_mut_slice());
         let io = BdevIo {
             ty: IoType::Write,
-            offset_blocks: 1,
+            offset_blocks: sb.slot(),
             num_blocks: 1,
             buf: Some(buf),
             fua: true,

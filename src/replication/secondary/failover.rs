@@ -88,6 +88,29 @@ pub fn failover(
     result
 }
 
+/// Checks the replica can be promoted and takes the new epoch.
+pub fn begin(sec: &Secondary, req: &FailoverRequest) -> Result<(u64, LogGeometry, [u8; 16], u64), String> {
+    let mut st = sec.staging.state.lock().expect("bunker state");
+    if st.ring_sectors == 0 {
+        return Err("no primary ever shipped to this secondary: nothing to fail over".into());
+    }
+    if st.resync_pending && !req.force {
+        return Err("the replica is being resynchronised (it fell out of step with the primary) and is \
+                    not a consistent image: promoting it would serve a mix of old and new blocks; \
+                    pass \"force\": true to promote it anyway"
+            .into());
+    }
+    if let Some(end) = req.end.filter(|&e| st.durable_end < e) {
+        return Err(format!(
+            "planned failover: the primary drained to LSN {end} but this secondary holds only up to {}",
+            st.durable_end
+        ));
+    }
+    st.epoch += 1;
+    let geo = LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors };
+    Ok((st.epoch, geo, st.uuid_raw(), st.durable_end))
+}
+
 fn run(
     app: &Arc<App>,
     sec: &Arc<Secondary>,
@@ -95,27 +118,7 @@ fn run(
     started: Instant,
 ) -> Result<FailoverReport, String> {
     let mut report = FailoverReport::default();
-    let (epoch, geo, uuid, from) = {
-        let mut st = sec.staging.state.lock().expect("bunker state");
-        if st.ring_sectors == 0 {
-            return Err("no primary ever shipped to this secondary: nothing to fail over".into());
-        }
-        if st.resync_pending && !req.force {
-            return Err("the replica is being resynchronised (it fell out of step with the primary) and is \
-                        not a consistent image: promoting it would serve a mix of old and new blocks; \
-                        pass \"force\": true to promote it anyway"
-                .into());
-        }
-        if let Some(end) = req.end.filter(|&e| st.durable_end < e) {
-            return Err(format!(
-                "planned failover: the primary drained to LSN {end} but this secondary holds only up to {}",
-                st.durable_end
-            ));
-        }
-        st.epoch += 1;
-        let geo = LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors };
-        (st.epoch, geo, st.uuid_raw(), st.durable_end)
-    };
+    let (epoch, geo, uuid, from) = begin(sec, req)?;
     tracing::warn!(volume = sec.name, epoch, "failover: the old primary is fenced from here on");
     report.epoch = epoch;
     report.received_before = from;
@@ -205,14 +208,25 @@ fn apply_all(sec: &Secondary) -> Result<u64, String> {
 /// Turns the replica into a primary volume: its own change log, the volume's UUID, the new
 /// epoch; no bunker yet (the old one sits by the old primary).
 fn promote(app: &Arc<App>, sec: &Secondary, uuid: [u8; 16], epoch: u64) -> Result<(), String> {
-    sec.retired.store(true, Ordering::Release);
-    sec.wake_applier();
-    app.bunkers.remove(&sec.name);
-    sec.staging.state.lock().expect("bunker state").attached = false;
+    retire(sec, &app.bunkers);
     for b in [&sec.data, &sec.log] {
         app.bdevs.release(b.name());
     }
-    let cfg = VolumeConfig {
+    manager::create_volume(app, promoted(sec, uuid, epoch)).map(|_| ())
+}
+
+/// Ends the replica role: the applier stops and the staging log leaves the bunker table.
+pub fn retire(sec: &Secondary, bunkers: &crate::replication::bunker::Bunkers) {
+    sec.retired.store(true, Ordering::Release);
+    sec.wake_applier();
+    bunkers.remove(&sec.name);
+    sec.staging.state.lock().expect("bunker state").attached = false;
+}
+
+/// The primary volume a promoted replica becomes (its own log formatted with the volume's
+/// identity at the new epoch).
+pub fn promoted(sec: &Secondary, uuid: [u8; 16], epoch: u64) -> VolumeConfig {
+    VolumeConfig {
         name: sec.name.clone(),
         data: sec.data.clone(),
         log: sec.log.clone(),
@@ -223,6 +237,5 @@ fn promote(app: &Arc<App>, sec: &Secondary, uuid: [u8; 16], epoch: u64) -> Resul
         secondary: None,
         identity: Some((uuid, epoch)),
         net: Default::default(),
-    };
-    manager::create_volume(app, cfg).map(|_| ())
+    }
 }

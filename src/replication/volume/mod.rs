@@ -103,6 +103,9 @@ pub struct VolumeStatus {
     pub head: u64,
     /// Contiguous end held by the bunker.
     pub bunker_durable: u64,
+    /// Where the bunker's catch-up from the local log stands (and whether a read is out).
+    pub bunker_catch_up: Option<u64>,
+    pub bunker_catch_up_reading: bool,
     /// Last checkpoint.
     pub checkpoint: u64,
     /// Fraction of the ring in use.

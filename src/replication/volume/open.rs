@@ -266,8 +266,15 @@ fn recover(
     let sb = Superblock {
         generation: sb.generation + 1,
         checkpoint_lsn: found.end,
-        // A secondary may still need the entries it has not applied: keep them.
-        head_lsn: if cfg.secondary.is_some() { sb.head_lsn.min(found.end) } else { found.end },
+        // A secondary may still need the entries it has not applied: keep them, but never
+        // claim entries the ring has since overwritten (the head moved on after the last
+        // checkpoint; in-flight writes beyond the end may have overwritten a window more).
+        head_lsn: if cfg.secondary.is_some() {
+            let intact = (found.end + sb.max_inflight_sectors).saturating_sub(sb.ring_sectors);
+            sb.head_lsn.max(intact).min(found.end)
+        } else {
+            found.end
+        },
         clean_shutdown: false,
         setup: cfg.setup(sb.setup.origin_lsn),
         ..sb

@@ -130,13 +130,17 @@ impl VolumeCore {
 
     /// Streams committed log bytes the bunker missed, from the local log.
     pub(super) fn catch_up_step(&mut self) -> bool {
-        let Some(from) = self.catch_up else { return false };
+        let (Some(from), Some(to)) = (self.catch_up, self.catch_up_to) else { return false };
         if self.catch_up_read.is_some() || !self.link_up() {
             return false;
         }
-        let committed = self.shared.log.committed();
+        if from >= to {
+            (self.catch_up, self.catch_up_to) = (None, None);
+            return false;
+        }
+        // Only what is committed is surely in the local log; the rest follows as it commits.
+        let committed = self.shared.log.committed().min(to);
         if from >= committed {
-            self.catch_up = None;
             return false;
         }
         let per_buf = (self.pool.buf_size() / self.geo.sector as usize) as u64;
@@ -197,6 +201,8 @@ impl VolumeCore {
             applied: log.applied(),
             head: log.head(),
             bunker_durable: self.bunker_end,
+            bunker_catch_up: self.catch_up.filter(|_| self.catch_up_to.is_some()),
+            bunker_catch_up_reading: self.catch_up_read.is_some(),
             checkpoint: self.sb.checkpoint_lsn,
             log_fill: log.fill(),
             writes: self.writes,

@@ -133,11 +133,9 @@ impl VolumeCore {
             sent,
             pad_sent,
             pad_local: pad.is_none(),
-            pad_bunker: pad.is_none(),
             pad,
             local: false,
             volume: false,
-            bunker: false,
             answered: false,
             applied: true,
             status: IoStatus::Success,
@@ -294,7 +292,7 @@ impl VolumeCore {
         if !(s.sent && s.pad_sent) {
             // Answered without reaching the bunker (local-only, or the link down): the bunker
             // gets it from the local log.
-            self.catch_up = Some(self.catch_up.map_or(self.bunker_end, |c| c.min(self.bunker_end)));
+            self.catch_up_through(self.shared.log.tail());
         }
         if !s.applied {
             return;
@@ -394,25 +392,28 @@ impl VolumeCore {
         let head = self.shared.log.head();
         self.bunker_end = durable_end.max(head);
         self.bunker_acked.retain(|&l, _| l >= self.bunker_end);
-        let oldest_live = self.slots.iter().flatten().map(|s| s.res.pad.map_or(s.res.lsn, |p| p.0)).min();
         for s in self.slots.iter_mut().flatten() {
             s.sent = false;
             s.pad_sent = s.pad.is_none();
         }
-        let until = oldest_live.unwrap_or(self.shared.log.tail());
-        self.catch_up = (self.bunker_end < until).then_some(self.bunker_end);
+        // Everything reserved so far that the bunker may lack goes again from the local log as
+        // it commits (slots retire out of order, so live slots do not bound what is missing);
+        // live slots are resent as well, and the bunker takes the same bytes twice.
+        (self.catch_up, self.catch_up_to) = (None, None);
+        self.catch_up_through(self.shared.log.tail());
         self.alarm = None;
     }
 
-    pub(super) fn on_ack(&mut self, lsn: u64, sectors: u32) {
-        for s in self.slots.iter_mut().flatten() {
-            if s.res.lsn == lsn {
-                s.bunker = true;
-            }
-            if s.res.pad.is_some_and(|(l, _)| l == lsn) {
-                s.pad_bunker = true;
-            }
+    /// Makes the bunker catch-up cover `[bunker_end, to)`.
+    fn catch_up_through(&mut self, to: u64) {
+        if self.bunker_end >= to {
+            return;
         }
+        self.catch_up = Some(self.catch_up.map_or(self.bunker_end, |c| c.min(self.bunker_end)));
+        self.catch_up_to = Some(self.catch_up_to.map_or(to, |t| t.max(to)));
+    }
+
+    pub(super) fn on_ack(&mut self, lsn: u64, sectors: u32) {
         crate::replication::log::advance_contiguous(
             &mut self.bunker_acked,
             &mut self.bunker_end,

@@ -60,8 +60,6 @@ struct Inflight {
     local: bool,
     pad_local: bool,
     volume: bool,
-    bunker: bool,
-    pad_bunker: bool,
     /// The host has its answer (the volume write may still be running).
     answered: bool,
     /// The volume write is expected to succeed; false once the log or volume write failed, so
@@ -118,6 +116,8 @@ pub struct VolumeCore {
     bunker_end: u64,
     bunker_acked: BTreeMap<u64, u32>,
     catch_up: Option<u64>,
+    /// Where the catch-up ends (everything reserved when it was asked for).
+    catch_up_to: Option<u64>,
     /// The LSN of the catch-up read in flight.
     catch_up_read: Option<u64>,
     slots: Vec<Option<Inflight>>,
@@ -191,6 +191,7 @@ impl VolumeCore {
             bunker_end: head,
             bunker_acked: BTreeMap::new(),
             catch_up: None,
+            catch_up_to: None,
             catch_up_read: None,
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             waiting: VecDeque::new(),
@@ -232,11 +233,13 @@ impl VolumeCore {
         self.link.as_ref().is_some_and(|l| l.state() == LinkState::Up)
     }
 
-    /// Whether a write's bunker requirement is met.
+    /// Whether a write's bunker requirement is met: the bunker's *contiguous* durable end
+    /// covers the entry (a failover pulls a contiguous run, so an entry held beyond a hole,
+    /// say an earlier write lost in a bunker crash, would not reach the secondary).
     fn bunker_ok(&self, slot: &Inflight) -> bool {
         match (self.mode, &self.link) {
             (Mode::LocalOnly, _) | (_, None) => true,
-            _ if slot.bunker && (slot.pad.is_none() || slot.pad_bunker) => true,
+            _ if self.bunker_end >= slot.res.lsn + u64::from(slot.res.sectors) => true,
             _ => !self.link_up() && self.on_loss == OnBunkerLoss::LocalOnly,
         }
     }

@@ -1,0 +1,68 @@
+//! A restarted bunker's inventory of its log: every valid entry on the ring (header checksum,
+//! the LSN matching its place on the ring, data checksum), so that when a primary re-attaches
+//! or a failover pulls, the bunker can say how far it holds a contiguous run of entries from
+//! the requested start, instead of forgetting what it held before the restart.
+//!
+//! Entries of older laps carry older LSNs, so following the chain of LSNs from a start never
+//! picks up a stale entry; a torn entry fails its data checksum and ends the chain there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::bdev::{sync, Bdev, Channel};
+use crate::replication::format::{EntryHeader, EntryKind, Superblock, ENTRY_MAGIC};
+use crate::sys::DmaPool;
+
+/// Ring sectors read at once.
+const CHUNK: u64 = 2048;
+/// Largest entry in sectors (128 KiB of data and its header, in 512-byte sectors).
+const MAX_ENTRY: u64 = 258;
+
+/// The valid entries of the ring that `sb` describes: LSN → sectors.
+pub fn scan(log: &Arc<dyn Bdev>, pool: &DmaPool, sb: &Superblock) -> BTreeMap<u64, u32> {
+    let mut found = BTreeMap::new();
+    let Ok(mut ch) = Channel::new(log.clone()) else { return found };
+    let (ring, ss) = (sb.ring_sectors, sb.sector_size as usize);
+    let mut p0 = 0;
+    while p0 < ring {
+        let n = (CHUNK + MAX_ENTRY).min(ring - p0);
+        let Ok(bytes) = sync::read(&mut ch, pool, sb.ring_start + p0, n as u32) else { break };
+        for i in 0..CHUNK.min(ring - p0) {
+            if let Some((lsn, sectors)) = entry_at(&bytes, i as usize, ss, p0 + i, ring) {
+                found.insert(lsn, sectors);
+            }
+        }
+        p0 += CHUNK;
+    }
+    found
+}
+
+/// The valid entry whose header is sector `i` of `bytes` (ring position `pos`), if any and
+/// if it lies whole within `bytes`.
+fn entry_at(bytes: &[u8], i: usize, ss: usize, pos: u64, ring: u64) -> Option<(u64, u32)> {
+    let sector = bytes.get(i * ss..(i + 1) * ss)?;
+    if u32::from_le_bytes(sector[..4].try_into().ok()?) != ENTRY_MAGIC {
+        return None;
+    }
+    let lsn = u64::from_le_bytes(sector[8..16].try_into().ok()?);
+    let h = EntryHeader::decode(sector, lsn, ss as u32).ok()?;
+    if lsn % ring != pos {
+        return None;
+    }
+    if h.kind == EntryKind::Write {
+        let data = bytes.get((i + 1) * ss..(i + 1) * ss + h.data_len as usize)?;
+        if crc32c::crc32c(data) != h.data_crc {
+            return None;
+        }
+    }
+    Some((lsn, h.sectors))
+}
+
+/// The end of the contiguous run of entries from `from`.
+pub fn contiguous_end(entries: &BTreeMap<u64, u32>, from: u64) -> u64 {
+    let mut end = from;
+    while let Some(&n) = entries.get(&end) {
+        end += u64::from(n);
+    }
+    end
+}
