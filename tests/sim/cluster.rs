@@ -49,12 +49,14 @@ pub struct Plan {
     pub settle: Nanos,
     /// Faults at all.
     pub faults: bool,
+    /// Every run fails over once (the primary stalls without its bunker), at a seeded moment.
+    pub failover: bool,
 }
 
 impl Plan {
     /// `ms` milliseconds of faults, then up to two minutes to converge.
     pub fn faulty_ms(ms: u64) -> Plan {
-        Plan { faulty: ms * MS, settle: 120 * S, faults: true }
+        Plan { faulty: ms * MS, settle: 120 * S, faults: true, failover: false }
     }
 }
 
@@ -129,7 +131,7 @@ fn pool() -> DmaPool {
 
 impl Cluster {
     /// A fresh cluster for `seed`, every node started.
-    pub fn new(seed: u64) -> Result<Cluster, String> {
+    pub fn new(seed: u64, plan: &Plan) -> Result<Cluster, String> {
         let clock = Clock::default();
         let mut rng = Rng::new(seed);
         let mut disk =
@@ -171,8 +173,12 @@ impl Cluster {
             promoted: None,
             on_bunker_loss: OnBunkerLoss::LocalOnly,
         };
-        if c.rng.below(2) == 0 {
+        if c.rng.below(2) == 0 || plan.failover {
             c.on_bunker_loss = OnBunkerLoss::Stall;
+        }
+        if plan.failover {
+            let at = S + c.rng.below(plan.faulty.saturating_sub(2 * S).max(1));
+            c.pending.insert((at, 0), Pending::Failover);
         }
         c.event(format!("without its bunker the primary {:?}", c.on_bunker_loss));
         for n in [BUNKER, SECONDARY, PRIMARY] {

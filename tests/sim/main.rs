@@ -25,7 +25,7 @@ fn run(seed: u64, plan: Plan) -> cluster::Outcome {
     if std::env::var_os("FERRITE_SIM_LOG").is_some() {
         let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).try_init();
     }
-    let c = Cluster::new(seed).unwrap_or_else(|e| panic!("seed {seed}: setup: {e}"));
+    let c = Cluster::new(seed, &plan).unwrap_or_else(|e| panic!("seed {seed}: setup: {e}"));
     c.run(plan).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -51,6 +51,19 @@ fn fixed_seeds_lose_nothing() {
     for seed in first..first + count {
         let out = run(seed, Plan::faulty_ms(ms));
         eprintln!("seed {seed}: {out:?}");
+    }
+}
+
+/// The fixed failover set CI runs: each seed fails over once, at a seeded moment, among the
+/// other faults.
+#[test]
+fn failover_seeds_lose_nothing() {
+    let (first, count, ms) =
+        (env("FERRITE_SIM_FIRST", 2000), env("FERRITE_SIM_SEEDS", 4), env("FERRITE_SIM_MS", 6_000));
+    for seed in first..first + count {
+        let out = run(seed, Plan { failover: true, ..Plan::faulty_ms(ms) });
+        eprintln!("seed {seed}: {out:?}");
+        assert!(out.failovers + out.failovers_refused > 0, "seed {seed} never failed over: {out:?}");
     }
 }
 
