@@ -119,6 +119,8 @@ pub struct Cluster {
     failing_over: Option<failover::Phase>,
     /// The secondary was promoted with this identity and epoch.
     promoted: Option<([u8; 16], u64)>,
+    /// The primary lost its bunker just before the failover (once per run).
+    cut_before_failover: bool,
     /// What the primary does without its bunker (seeded): keep serving on the local log, or
     /// stall writes. Failovers run only with `Stall`: under `LocalOnly` the writes answered
     /// while the bunker was away are, by that policy's contract, not on the bunker.
@@ -171,6 +173,7 @@ impl Cluster {
             serving: PRIMARY,
             failing_over: None,
             promoted: None,
+            cut_before_failover: false,
             on_bunker_loss: OnBunkerLoss::LocalOnly,
         };
         if c.rng.below(2) == 0 || plan.failover {

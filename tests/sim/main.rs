@@ -59,7 +59,7 @@ fn fixed_seeds_lose_nothing() {
 #[test]
 fn failover_seeds_lose_nothing() {
     let (first, count, ms) =
-        (env("FERRITE_SIM_FIRST", 2000), env("FERRITE_SIM_SEEDS", 4), env("FERRITE_SIM_MS", 6_000));
+        (env("FERRITE_SIM_FIRST", 2000), env("FERRITE_SIM_SEEDS", 6), env("FERRITE_SIM_MS", 6_000));
     for seed in first..first + count {
         let out = run(seed, Plan { failover: true, ..Plan::faulty_ms(ms) });
         eprintln!("seed {seed}: {out:?}");

@@ -237,6 +237,8 @@ pub struct BunkerConn {
     next_lsn: u64,
     /// Staging role: the applied end last reported to the primary.
     applied_sent: u64,
+    /// Bunker role: the HelloAck to send once the attach's superblock is durable.
+    hello_ack: Option<u64>,
     /// Failback resync into the replica volume.
     resync: resync::Resync,
     msgs: Vec<Msg>,
@@ -281,6 +283,7 @@ impl BunkerConn {
             reads_inflight: 0,
             next_lsn: 0,
             applied_sent: 0,
+            hello_ack: None,
             resync: resync::Resync::default(),
             msgs: Vec::new(),
             done: Vec::new(),
@@ -434,16 +437,21 @@ impl BunkerConn {
         let geo = LogGeometry { sector, ring_start: 2, ring_sectors: ring };
         let staging = vol.staging;
         self.att = Some(Attached { vol, ch, geo, epoch });
-        if !staging {
-            self.write_superblock(uuid, epoch, head, volume);
+        if staging {
+            self.framed.queue(&Msg::HelloAck { durable_end });
+        } else if self.write_superblock(uuid, epoch, head, volume) {
+            // The epoch is durable before the peer hears it is attached: a bunker restarted
+            // right after a failover's attach still fences the old primary.
+            self.hello_ack = Some(durable_end);
+        } else {
+            return Err("the bunker could not record the attach in its superblock".into());
         }
-        self.framed.queue(&Msg::HelloAck { durable_end });
         tracing::info!(volume, epoch, durable_end, "primary attached to bunker");
         Ok(())
     }
 
-    fn write_superblock(&mut self, uuid: [u8; 16], epoch: u64, head: u64, volume: &str) {
-        let Some(a) = self.att.as_mut() else { return };
+    fn write_superblock(&mut self, uuid: [u8; 16], epoch: u64, head: u64, volume: &str) -> bool {
+        let Some(a) = self.att.as_mut() else { return false };
         let generation = {
             let mut st = a.vol.state.lock().expect("bunker state");
             st.sb_generation = st.sb_generation.max(1) + 1;
@@ -468,7 +476,7 @@ impl BunkerConn {
             resync_floor: 0,
             setup: Default::default(),
         };
-        let Some(mut buf) = self.pool.alloc() else { return };
+        let Some(mut buf) = self.pool.alloc() else { return false };
         buf.set_len(a.geo.sector as usize);
         sb.encode(buf.as_mut_slice());
         let io = BdevIo {
@@ -479,7 +487,7 @@ impl BunkerConn {
             fua: true,
             tag: SUPER_TAG,
         };
-        let _ = a.ch.submit(io);
+        a.ch.submit(io).is_ok()
     }
 
     fn write(&mut self, lsn: u64, data: &[u8]) -> Result<(), String> {
@@ -543,6 +551,12 @@ impl BunkerConn {
 
     fn completed(&mut self, c: IoCompletion) {
         if c.tag == SUPER_TAG {
+            if !c.status.is_success() {
+                return self.refuse(format!("writing the bunker superblock: {}", c.status));
+            }
+            if let Some(durable_end) = self.hello_ack.take() {
+                self.framed.queue(&Msg::HelloAck { durable_end });
+            }
             return;
         }
         if c.tag == RESYNC_SB_TAG {

@@ -28,6 +28,20 @@ impl Cluster {
         if self.promoted.is_some() || self.failing_over.is_some() {
             return Ok(());
         }
+        // Half the time the primary first loses its bunker for a moment, the classic prelude
+        // to losing the primary: writes sent then must not have been answered.
+        if self.nodes[PRIMARY].reactor.is_some() && !self.cut_before_failover && self.rng.below(2) == 0 {
+            self.cut_before_failover = true;
+            for (a, b) in [(PRIMARY, BUNKER), (BUNKER, PRIMARY)] {
+                self.net.set_cut(a, b, true);
+                let span = S + self.rng.below(2 * S);
+                self.later(span, Pending::Heal(a, b));
+            }
+            self.event("primary <-> bunker cut before the failover".into());
+            let after = 20 * MS + self.rng.below(300 * MS);
+            self.later(after, Pending::Failover);
+            return Ok(());
+        }
         if self.nodes[PRIMARY].reactor.is_some() {
             self.crash(PRIMARY);
         }
