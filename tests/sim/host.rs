@@ -55,6 +55,10 @@ pub struct Host {
     blocks: u64,
     /// Per block: the writes it may hold.
     possible: Vec<BTreeSet<u64>>,
+    /// The same without what was observed: the last acknowledged write and the unanswered ones
+    /// after it. A failover goes back to this (an unanswered write seen on the old primary may
+    /// never have reached the bunker, and is legitimately gone).
+    unobserved: Vec<BTreeSet<u64>>,
     inflight: BTreeMap<u64, Inflight>,
     busy: Vec<bool>,
     next_wid: u64,
@@ -77,6 +81,7 @@ impl Host {
         Host {
             blocks,
             possible: (0..blocks).map(|_| BTreeSet::from([0])).collect(),
+            unobserved: (0..blocks).map(|_| BTreeSet::from([0])).collect(),
             inflight: BTreeMap::new(),
             busy: vec![false; blocks as usize],
             next_wid: 1,
@@ -94,6 +99,12 @@ impl Host {
     pub fn lost_primary(&mut self) {
         self.inflight.clear();
         self.busy.iter_mut().for_each(|b| *b = false);
+    }
+
+    /// A failover: what was observed on the old primary binds the new one only as far as it
+    /// was acknowledged.
+    pub fn failed_over(&mut self) {
+        self.possible = self.unobserved.clone();
     }
 
     /// Submits new I/O while below depth; returns whether anything was submitted.
@@ -116,6 +127,7 @@ impl Host {
                     let at = i as usize * BLOCK;
                     buf.as_mut_slice()[at..at + BLOCK].copy_from_slice(&pattern(lba + i, wid));
                     self.possible[(lba + i) as usize].insert(wid);
+                    self.unobserved[(lba + i) as usize].insert(wid);
                 }
                 wid
             });
@@ -145,6 +157,7 @@ impl Host {
                     self.acked += 1;
                     (io.lba..io.lba + u64::from(io.blocks)).for_each(|b| {
                         self.possible[b as usize] = BTreeSet::from([wid]);
+                        self.unobserved[b as usize] = BTreeSet::from([wid]);
                     });
                 }
                 (Some(_), _) => self.failed += 1,

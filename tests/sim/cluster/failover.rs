@@ -130,6 +130,7 @@ impl Cluster {
         self.nodes[SECONDARY].secondary = None;
         self.promoted = Some((uuid, epoch));
         self.serving = SECONDARY;
+        self.host.failed_over();
         self.open_volume(SECONDARY, &cfg, "after the failover")?;
         self.out.failovers += 1;
         self.event(format!("failover done: the secondary serves at epoch {epoch} from LSN {}", st.applied));
