@@ -249,6 +249,10 @@ pub struct BunkerConn {
 
 /// Tag bit of log reads (the rest of the tag is the LSN).
 const READ_BIT: u64 = 1 << 63;
+/// Names a failover the bunker refused before taking its epoch (the replica is behind the
+/// bunker's trimmed head): the requester may give its epoch back.
+pub const OUT_OF_STEP: &str = "that replica fell out of step";
+
 /// Tag of the superblock write.
 const SUPER_TAG: u64 = u64::MAX;
 /// Tag of a staging superblock write for a resync's start or end.
@@ -379,7 +383,7 @@ impl BunkerConn {
             if !vol.staging && st.uuid_raw == uuid && epoch > st.epoch && head < st.head {
                 return Err(format!(
                     "this bunker's log starts at LSN {} (the primary trimmed it) and cannot bring a \
-                     replica at LSN {head} up to date: that replica fell out of step",
+                     replica at LSN {head} up to date: {OUT_OF_STEP}",
                     st.head
                 ));
             }

@@ -19,6 +19,7 @@ use super::Secondary;
 use crate::app::App;
 use crate::net::Net;
 use crate::reactor::Message;
+use crate::replication::bunker::OUT_OF_STEP;
 use crate::replication::log::LogGeometry;
 use crate::replication::manager;
 use crate::replication::volume::{Mode, OnBunkerLoss, VolumeConfig};
@@ -128,6 +129,10 @@ fn run(
             report.bytes_from_bunker = bytes;
             report.bunker = bunker.map(|a| a.to_string());
         }
+        Some(Err(e)) if !req.force && e.contains(OUT_OF_STEP) => {
+            abort(sec, epoch);
+            return Err(format!("{e}; nothing changed: the primary keeps epoch {}", epoch - 1));
+        }
         Some(Err(e)) if !req.force => return Err(format!("{e}; the volume is fenced at epoch {epoch}: retry, or pass \"force\": true to promote without the bunker's tail")),
         Some(Err(e)) => report.bunker = Some(format!("not reached ({e}); promoted without its tail")),
         None if req.end.is_some() => report.bunker = None,
@@ -213,6 +218,15 @@ fn promote(app: &Arc<App>, sec: &Secondary, uuid: [u8; 16], epoch: u64) -> Resul
         app.bdevs.release(b.name());
     }
     manager::create_volume(app, promoted(sec, uuid, epoch)).map(|_| ())
+}
+
+/// A failover the bunker refused before taking its new epoch gives that epoch back, so the
+/// old primary is not fenced by its own secondary for a failover that never happened.
+pub fn abort(sec: &Secondary, epoch: u64) {
+    let mut st = sec.staging.state.lock().expect("bunker state");
+    if st.epoch == epoch {
+        st.epoch -= 1;
+    }
 }
 
 /// Ends the replica role: the applier stops and the staging log leaves the bunker table.

@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
+use ferrite::replication::bunker::OUT_OF_STEP;
 use ferrite::replication::secondary::failover::{self, FailoverRequest};
 use ferrite::replication::secondary::pull::{Pull, PullOutcome};
 use ferrite::replication::wire::Msg;
@@ -99,7 +100,12 @@ impl Cluster {
                         self.failing_over = Some(Phase::Applying { epoch, uuid });
                     }
                     // The bunker refused before taking the epoch: the old primary may go on.
-                    Some(Err(e)) if e.contains("fell out of step") => self.abandon_failover(e),
+                    Some(Err(e)) if e.contains(OUT_OF_STEP) => {
+                        if let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() {
+                            failover::abort(sec, epoch);
+                        }
+                        self.abandon_failover(e)
+                    }
                     Some(Err(e)) => {
                         self.event(format!("failover pull failed ({e}); the operator retries"));
                         let after = 200 * MS + self.rng.below(S);
