@@ -63,6 +63,13 @@ pub struct BdevIo {
     pub tag: u64,
 }
 
+impl BdevIo {
+    /// A flush of the device's volatile cache.
+    pub fn flush(tag: u64) -> BdevIo {
+        BdevIo { ty: IoType::Flush, offset_blocks: 0, num_blocks: 0, buf: None, fua: false, tag }
+    }
+}
+
 /// The outcome of one I/O, mapped later to an NVMe status by the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoStatus {

@@ -33,10 +33,7 @@ pub struct DirtyMap {
 impl DirtyMap {
     /// An empty map for a volume of `blocks` blocks.
     pub fn new(blocks: u64) -> DirtyMap {
-        let mut shift = 0;
-        while blocks.div_ceil(1 << shift) > MAX_GRANULES {
-            shift += 1;
-        }
+        let shift = shift_for(blocks);
         DirtyMap { shift, blocks, last: vec![0; blocks.div_ceil(1 << shift) as usize] }
     }
 
@@ -47,7 +44,7 @@ impl DirtyMap {
 
     /// Log sectors its bitmap takes.
     pub fn sectors(&self, sector: u32) -> u64 {
-        (self.bitmap_bytes() as u64).div_ceil(u64::from(sector))
+        sectors_for(self.blocks, sector)
     }
 
     /// Volume blocks per granule.
@@ -105,10 +102,26 @@ impl DirtyMap {
         out
     }
 
-    /// Volume blocks dirty relative to `floor`.
+    /// Volume blocks dirty relative to `floor` (counted in place: status asks often).
     pub fn dirty_blocks(&self, floor: u64) -> u64 {
-        self.ranges(floor).iter().map(|r| r.1).sum()
+        let g = self.granule_blocks();
+        let granule = |i: usize| g.min(self.blocks - i as u64 * g);
+        (0..self.last.len()).filter(|&i| self.dirty(i, floor)).map(granule).sum()
     }
+}
+
+/// Granule size (as a shift of volume blocks) for a volume of `blocks` blocks.
+fn shift_for(blocks: u64) -> u32 {
+    let mut shift = 0;
+    while blocks.div_ceil(1 << shift) > MAX_GRANULES {
+        shift += 1;
+    }
+    shift
+}
+
+/// Log sectors of `sector` bytes the bitmap of a volume of `blocks` blocks takes.
+pub fn sectors_for(blocks: u64, sector: u32) -> u64 {
+    blocks.div_ceil(1 << shift_for(blocks)).div_ceil(8).div_ceil(u64::from(sector))
 }
 
 /// Where a log bdev of `num_blocks` sectors keeps the map of a volume of `volume_blocks`
@@ -121,7 +134,7 @@ pub fn location(
     sector: u32,
 ) -> Option<u64> {
     let start = ring_start + ring_sectors;
-    (start + DirtyMap::new(volume_blocks).sectors(sector) <= num_blocks).then_some(start)
+    (start + sectors_for(volume_blocks, sector) <= num_blocks).then_some(start)
 }
 
 #[cfg(test)]

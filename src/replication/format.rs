@@ -340,6 +340,22 @@ impl Superblock {
         }
     }
 
+    /// The durable (FUA) write of this superblock to its slot, in a buffer from `pool`; `None`
+    /// when the pool is exhausted.
+    pub fn write_io(&self, pool: &crate::sys::DmaPool, tag: u64) -> Option<crate::bdev::BdevIo> {
+        let mut buf = pool.alloc()?;
+        buf.set_len(self.sector_size as usize);
+        self.encode(buf.as_mut_slice());
+        Some(crate::bdev::BdevIo {
+            ty: crate::bdev::IoType::Write,
+            offset_blocks: self.slot(),
+            num_blocks: 1,
+            buf: Some(buf),
+            fua: true,
+            tag,
+        })
+    }
+
     /// The sector (0 or 1) this generation is written to.
     pub fn slot(&self) -> u64 {
         self.generation % 2

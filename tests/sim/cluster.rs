@@ -228,21 +228,12 @@ impl Cluster {
         };
         // After a failover the old primary's image is stale by design: it must come up fenced.
         let when = if self.promoted.is_some() { None } else { Some("after the primary's recovery") };
-        self.open_volume_checked(PRIMARY, &cfg, when)
+        self.open_volume(PRIMARY, &cfg, when)
     }
 
     /// Opens (recovering or formatting) node `n`'s volume as a primary, starts its home poller
     /// and hands the host a channel; checks the image `when` given.
-    fn open_volume(&mut self, n: usize, cfg: &VolumeConfig, when: &str) -> Result<(), String> {
-        self.open_volume_checked(n, cfg, Some(when))
-    }
-
-    fn open_volume_checked(
-        &mut self,
-        n: usize,
-        cfg: &VolumeConfig,
-        when: Option<&str>,
-    ) -> Result<(), String> {
+    fn open_volume(&mut self, n: usize, cfg: &VolumeConfig, when: Option<&str>) -> Result<(), String> {
         let node = &mut self.nodes[n];
         let max_io = (node.pool.buf_size() as u32 - 512).min(128 * 1024);
         node.disks.iter().for_each(|d| d.set_immediate(true));

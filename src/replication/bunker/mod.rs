@@ -152,14 +152,9 @@ impl Bunkers {
         if let Some(sb) = sb.filter(|sb| sb.role == 1 && sb.volume_name == name) {
             tracing::info!(volume = name, epoch = sb.epoch, head = sb.head_lsn, "bunker log resumed");
             let inventory = inventory::scan(&vol.log, pool, &sb);
-            *vol.state.lock().expect("bunker state") = BunkerState {
-                durable_end: sb.head_lsn,
-                applied: sb.head_lsn,
-                sb_generation: sb.generation + 1,
-                inventory,
-                ..BunkerState::resumed(&sb)
-            };
-            vol.state.lock().expect("bunker state").head = sb.head_lsn;
+            // The bunker's superblock records the attach's head as its checkpoint: resuming
+            // sets head, durable end and generation from it.
+            *vol.state.lock().expect("bunker state") = BunkerState { inventory, ..BunkerState::resumed(&sb) };
         }
         Ok(())
     }
@@ -480,18 +475,7 @@ impl BunkerConn {
             resync_floor: 0,
             setup: Default::default(),
         };
-        let Some(mut buf) = self.pool.alloc() else { return false };
-        buf.set_len(a.geo.sector as usize);
-        sb.encode(buf.as_mut_slice());
-        let io = BdevIo {
-            ty: IoType::Write,
-            offset_blocks: sb.slot(),
-            num_blocks: 1,
-            buf: Some(buf),
-            fua: true,
-            tag: SUPER_TAG,
-        };
-        a.ch.submit(io).is_ok()
+        sb.write_io(&self.pool, SUPER_TAG).is_some_and(|io| a.ch.submit(io).is_ok())
     }
 
     fn write(&mut self, lsn: u64, data: &[u8]) -> Result<(), String> {

@@ -99,18 +99,8 @@ impl BunkerConn {
 
     fn write_staging_super(&mut self, sb: &Superblock) {
         let Some(a) = self.att.as_mut() else { return };
-        let Some(mut buf) = self.pool.alloc() else {
+        let Some(io) = sb.write_io(&self.pool, RESYNC_SB_TAG) else {
             return self.refuse("out of DMA buffers for the staging superblock".into());
-        };
-        buf.set_len(a.geo.sector as usize);
-        sb.encode(buf.as_mut_slice());
-        let io = BdevIo {
-            ty: IoType::Write,
-            offset_blocks: sb.slot(),
-            num_blocks: 1,
-            buf: Some(buf),
-            fua: true,
-            tag: RESYNC_SB_TAG,
         };
         if a.ch.submit(io).is_err() {
             self.refuse("staging log queue full writing its superblock".into());

@@ -258,21 +258,13 @@ impl Applier {
             return true; // keep polling: the commit is due within COMMIT_EVERY
         }
         self.next_commit = now + COMMIT_EVERY;
-        let io = BdevIo {
-            ty: IoType::Flush,
-            offset_blocks: 0,
-            num_blocks: 0,
-            buf: None,
-            fua: false,
-            tag: T_FLUSH,
-        };
-        if self.data.submit(io).is_ok() {
+        if self.data.submit(BdevIo::flush(T_FLUSH)).is_ok() {
             self.commit = Commit::Flushing(applied);
         }
         true
     }
 
-    fn on_flushed(&mut self, c: IoCompletion, geo: LogGeometry) {
+    fn on_flushed(&mut self, c: IoCompletion) {
         let Commit::Flushing(applied) = self.commit else { return };
         self.commit = Commit::Idle;
         if !c.status.is_success() {
@@ -285,18 +277,7 @@ impl Applier {
             }
             super::staging_superblock(&mut st, &self.sec.name, self.sec.data.as_ref(), applied)
         };
-        let Some(mut buf) = self.pool.alloc() else { return };
-        buf.set_len(geo.sector as usize);
-        buf.as_mut_slice().fill(0);
-        sb.encode(buf.as_mut_slice());
-        let io = BdevIo {
-            ty: IoType::Write,
-            offset_blocks: sb.slot(),
-            num_blocks: 1,
-            buf: Some(buf),
-            fua: true,
-            tag: T_SUPER,
-        };
+        let Some(io) = sb.write_io(&self.pool, T_SUPER) else { return };
         if self.staging.submit(io).is_ok() {
             self.commit = Commit::Writing(applied);
         }
@@ -322,7 +303,7 @@ impl Applier {
         for c in done.drain(..) {
             match c.tag {
                 T_READ => self.on_read(c, geo),
-                T_FLUSH => self.on_flushed(c, geo),
+                T_FLUSH => self.on_flushed(c),
                 T_SUPER => self.on_super(c),
                 _ => self.on_applied(c),
             }

@@ -265,15 +265,7 @@ impl Pull {
         work |= self.reap();
         let drained = self.all_received && self.queue.is_empty() && self.inflight.is_empty();
         if drained && !self.flushing && !self.flushed && !self.finished {
-            let io = BdevIo {
-                ty: IoType::Flush,
-                offset_blocks: 0,
-                num_blocks: 0,
-                buf: None,
-                fua: false,
-                tag: T_FLUSH,
-            };
-            (self.flushing, self.flushed) = (self.ch.submit(io).is_ok(), true);
+            (self.flushing, self.flushed) = (self.ch.submit(BdevIo::flush(T_FLUSH)).is_ok(), true);
             work = true;
         }
         if now.saturating_sub(self.last_progress) > PULL_TIMEOUT && !self.finished {

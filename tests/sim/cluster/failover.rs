@@ -137,7 +137,7 @@ impl Cluster {
         self.promoted = Some((uuid, epoch));
         self.serving = SECONDARY;
         self.host.failed_over();
-        self.open_volume(SECONDARY, &cfg, "after the failover")?;
+        self.open_volume(SECONDARY, &cfg, Some("after the failover"))?;
         self.out.failovers += 1;
         self.event(format!("failover done: the secondary serves at epoch {epoch} from LSN {}", st.applied));
         // The old primary comes back later: it must find itself fenced.
@@ -162,7 +162,7 @@ impl Cluster {
             identity: Some((uuid, epoch)),
             net: Net(self.net.dialer(SECONDARY)),
         };
-        self.open_volume(SECONDARY, &cfg, "after the promoted secondary's recovery")
+        self.open_volume(SECONDARY, &cfg, Some("after the promoted secondary's recovery"))
     }
 
     /// After a failover, the cluster has converged when the promoted volume has every answer

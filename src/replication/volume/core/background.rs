@@ -20,15 +20,7 @@ impl VolumeCore {
             return false;
         }
         self.next_checkpoint = now + CHECKPOINT_EVERY;
-        let io = BdevIo {
-            ty: IoType::Flush,
-            offset_blocks: 0,
-            num_blocks: 0,
-            buf: None,
-            fua: false,
-            tag: tag(0, K_FLUSH),
-        };
-        if self.data_ch.submit(io).is_ok() {
+        if self.data_ch.submit(BdevIo::flush(tag(0, K_FLUSH))).is_ok() {
             self.checkpoint = Checkpoint::Flushing(applied);
             self.sb_dirty = false;
         }
@@ -111,17 +103,7 @@ impl VolumeCore {
             resync_floor: floor,
             ..self.sb.clone()
         };
-        let Some(mut buf) = self.pool.alloc() else { return };
-        buf.set_len(self.geo.sector as usize);
-        sb.encode(buf.as_mut_slice());
-        let io = BdevIo {
-            ty: IoType::Write,
-            offset_blocks: sb.slot(),
-            num_blocks: 1,
-            buf: Some(buf),
-            fua: true,
-            tag: tag(0, K_SUPER),
-        };
+        let Some(io) = sb.write_io(&self.pool, tag(0, K_SUPER)) else { return };
         if self.log_ch.submit(io).is_ok() {
             self.sb = sb;
             self.checkpoint = Checkpoint::Writing { oos };
