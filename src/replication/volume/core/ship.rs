@@ -73,6 +73,21 @@ struct Resync {
     confirmed: bool,
 }
 
+impl Resync {
+    /// A resync of `ranges`, from the staging LSN `start` for a dirty-map resync.
+    fn new(start: Option<u64>, ranges: Vec<(u64, u64)>) -> Resync {
+        Resync {
+            start,
+            queue: ranges.iter().copied().collect(),
+            all: ranges,
+            reading: None,
+            sent: 0,
+            done_sent: false,
+            confirmed: false,
+        }
+    }
+}
+
 /// What status shows of the secondary.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ShipStatus {
@@ -122,15 +137,7 @@ impl Shipper {
 
     /// Resends `ranges` (volume blocks) as a failback resync before log shipping is applied.
     pub fn with_resync(mut self, ranges: Vec<(u64, u64)>) -> Shipper {
-        self.resync = Some(Resync {
-            start: None,
-            queue: ranges.iter().copied().collect(),
-            all: ranges,
-            reading: None,
-            sent: 0,
-            done_sent: false,
-            confirmed: false,
-        });
+        self.resync = Some(Resync::new(None, ranges));
         self
     }
 
@@ -343,15 +350,7 @@ impl VolumeCore {
         sh.restart(from);
         (sh.received, sh.applied) = (from, from);
         sh.acked.clear();
-        sh.resync = Some(Resync {
-            start: Some(from),
-            queue: ranges.iter().copied().collect(),
-            all: ranges,
-            reading: None,
-            sent: 0,
-            done_sent: false,
-            confirmed: false,
-        });
+        sh.resync = Some(Resync::new(Some(from), ranges));
         tracing::warn!(
             volume = self.shared.name,
             durable_end,
