@@ -211,7 +211,9 @@ fn queues_are_bounded_while_paused() {
     let proxy = Proxy::start(cfg).unwrap();
     let s = connect(proxy.local_addr());
     proxy.pause();
-    let data = random_bytes(8 << 20, 9);
+    // Far more than the loopback socket buffers on both sides can absorb (autotuned to several
+    // MiB each), so the sender is held back by the proxy's bounded queue.
+    let data = random_bytes(48 << 20, 9);
     let mut w = s.try_clone().unwrap();
     let sent = data.clone();
     let writer = std::thread::spawn(move || w.write_all(&sent).unwrap());
