@@ -238,10 +238,10 @@ fn a_resync_restarts_the_staging_log_and_blocks_failover_until_done() {
     let err = d.rpc("volume_failover", Some(json!({"volume": "v"}))).unwrap_err();
     assert!(err.to_string().contains("being resynchronised"), "{err}");
     p.send(&Msg::Write { lsn: 100, data: entry(100, 16, 0xB2) });
-    p.send(&Msg::ResyncDone { blocks: 8 });
+    p.send(&Msg::ResyncDone { blocks: 8, through: 0 });
     loop {
         match p.recv() {
-            Some(Msg::ResyncDone { blocks: 8 }) => break,
+            Some(Msg::ResyncDone { blocks: 8, .. }) => break,
             Some(_) => continue,
             None => panic!("ResyncDone was not echoed"),
         }

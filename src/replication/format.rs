@@ -203,7 +203,8 @@ pub struct Superblock {
     /// the dirty-block map's granules resent. Staging log: the replica is being resynchronised
     /// and is not a consistent image until that ends.
     pub out_of_sync: bool,
-    /// Primary: the dirty-block map's floor (see [`super::dirty`]).
+    /// Primary: the dirty-block map's floor (see [`super::dirty`]). Staging log: the LSN the
+    /// replica must apply through before it is a consistent image again (after a resync).
     pub resync_floor: u64,
     /// How the volume was created (so a restart can reopen it by itself).
     pub setup: VolumeSetup,

@@ -101,6 +101,9 @@ pub enum Msg {
     ResyncDone {
         /// Volume blocks sent.
         blocks: u64,
+        /// The blocks may hold writes up to this LSN (the primary's log tail once the last
+        /// was read): the replica is a consistent image only once it has applied this far.
+        through: u64,
     },
     /// Primary → secondary: the secondary fell out of step; its staging log restarts at
     /// `from` (what it held is dropped), the volume blocks it may lack follow as `Block`s and
@@ -214,13 +217,16 @@ impl Msg {
             | Msg::HeartbeatAck { seq: v }
             | Msg::Applied { lsn: v }
             | Msg::Fenced { epoch: v }
-            | Msg::ResyncDone { blocks: v }
             | Msg::Seen { silent_ms: v }
             | Msg::ResyncStart { from: v } => out.extend_from_slice(&v.to_le_bytes()),
             Msg::Watch { volume } => put_bytes(out, volume.as_bytes()),
             Msg::Write { lsn, data } | Msg::ReadData { lsn, data } | Msg::Block { lba: lsn, data } => {
                 out.extend_from_slice(&lsn.to_le_bytes());
                 put_bytes(out, data);
+            }
+            Msg::ResyncDone { blocks, through } => {
+                out.extend_from_slice(&blocks.to_le_bytes());
+                out.extend_from_slice(&through.to_le_bytes());
             }
             Msg::Ack { lsn, sectors } => {
                 out.extend_from_slice(&lsn.to_le_bytes());
@@ -312,7 +318,7 @@ impl Msg {
             11 => Msg::Applied { lsn: r.u64()? },
             12 => Msg::Fenced { epoch: r.u64()? },
             13 => Msg::Block { lba: r.u64()?, data: r.bytes()? },
-            14 => Msg::ResyncDone { blocks: r.u64()? },
+            14 => Msg::ResyncDone { blocks: r.u64()?, through: r.u64()? },
             15 => Msg::Watch { volume: String::from_utf8_lossy(&r.bytes()?).into_owned() },
             16 => Msg::Seen { silent_ms: r.u64()? },
             _ => Msg::ResyncStart { from: r.u64()? },
@@ -342,7 +348,7 @@ mod tests {
             Msg::Applied { lsn: 77 },
             Msg::Fenced { epoch: 3 },
             Msg::Block { lba: 9, data: vec![7; 512] },
-            Msg::ResyncDone { blocks: 4 },
+            Msg::ResyncDone { blocks: 4, through: 1 << 40 },
             Msg::Watch { volume: "v".into() },
             Msg::Seen { silent_ms: 12 },
             Msg::ResyncStart { from: 1 << 33 },

@@ -8,6 +8,7 @@
 //! primary; after a failover, a restarted old primary is fenced).
 
 mod failover;
+mod freeze;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +79,10 @@ pub struct Outcome {
     pub failovers: u64,
     /// Failovers refused or abandoned (the replica was out of step), with the primary restarted.
     pub failovers_refused: u64,
+    /// Times the replica was frozen at a consistent point and checked to be a prefix.
+    pub prefixes_checked: u64,
+    /// Freezes given up because the applier did not reach a consistent point in time.
+    pub freezes_given_up: u64,
     /// Virtual time at the end.
     pub end: Nanos,
     /// Hash of the event trace (equal for equal seeds).
@@ -125,6 +130,10 @@ pub struct Cluster {
     /// stall writes. Failovers run only with `Stall`: under `LocalOnly` the writes answered
     /// while the bunker was away are, by that policy's contract, not on the bunker.
     on_bunker_loss: OnBunkerLoss,
+    /// The replica has been held for a check since then.
+    frozen_since: Option<Nanos>,
+    /// The next freeze of the replica.
+    next_freeze: Nanos,
 }
 
 fn pool() -> DmaPool {
@@ -175,6 +184,8 @@ impl Cluster {
             promoted: None,
             cut_before_failover: false,
             on_bunker_loss: OnBunkerLoss::LocalOnly,
+            frozen_since: None,
+            next_freeze: 0,
         };
         if c.rng.below(2) == 0 || plan.failover {
             c.on_bunker_loss = OnBunkerLoss::Stall;
@@ -302,6 +313,10 @@ impl Cluster {
                 l.tail()
             )
         });
+        if n == SECONDARY {
+            self.cancel_freeze();
+        }
+        let node = &mut self.nodes[n];
         node.volume = None;
         node.secondary = None;
         node.reactor = None;
@@ -371,6 +386,7 @@ impl Cluster {
             }
         }
         busy |= self.failover_step()?;
+        busy |= self.freeze_step()?;
         let node = &mut self.nodes[self.serving];
         if let Some((_, ch)) = node.volume.as_mut() {
             busy |= self.host.reap(ch)?;

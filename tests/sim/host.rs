@@ -44,6 +44,15 @@ fn identify(lba: u64, bytes: &[u8]) -> Option<u64> {
     (pattern(lba, wid) == bytes).then_some(wid)
 }
 
+/// One write as the host issued it: where, and when (on the host's event counter) it was
+/// submitted and acknowledged.
+struct WriteRec {
+    lba: u64,
+    blocks: u64,
+    submitted: u64,
+    acked: Option<u64>,
+}
+
 struct Inflight {
     lba: u64,
     blocks: u32,
@@ -60,6 +69,10 @@ pub struct Host {
     /// never have reached the bunker, and is legitimately gone).
     unobserved: Vec<BTreeSet<u64>>,
     inflight: BTreeMap<u64, Inflight>,
+    /// Every write, indexed by write id - 1 (ids follow submission order).
+    writes: Vec<WriteRec>,
+    /// Counts submissions and acknowledgements: their order is what the host can vouch for.
+    events: u64,
     busy: Vec<bool>,
     next_wid: u64,
     next_tag: u64,
@@ -83,6 +96,8 @@ impl Host {
             possible: (0..blocks).map(|_| BTreeSet::from([0])).collect(),
             unobserved: (0..blocks).map(|_| BTreeSet::from([0])).collect(),
             inflight: BTreeMap::new(),
+            writes: Vec::new(),
+            events: 0,
             busy: vec![false; blocks as usize],
             next_wid: 1,
             next_tag: 1,
@@ -123,6 +138,9 @@ impl Host {
             let wid = write.then(|| {
                 let wid = self.next_wid;
                 self.next_wid += 1;
+                self.events += 1;
+                let submitted = self.events;
+                self.writes.push(WriteRec { lba, blocks: u64::from(blocks), submitted, acked: None });
                 for i in 0..u64::from(blocks) {
                     let at = i as usize * BLOCK;
                     buf.as_mut_slice()[at..at + BLOCK].copy_from_slice(&pattern(lba + i, wid));
@@ -155,6 +173,8 @@ impl Host {
             match (io.wid, c.status) {
                 (Some(wid), IoStatus::Success) => {
                     self.acked += 1;
+                    self.events += 1;
+                    self.writes[wid as usize - 1].acked = Some(self.events);
                     (io.lba..io.lba + u64::from(io.blocks)).for_each(|b| {
                         self.possible[b as usize] = BTreeSet::from([wid]);
                         self.unobserved[b as usize] = BTreeSet::from([wid]);
@@ -197,6 +217,49 @@ impl Host {
             self.check(lba, &image[at..at + BLOCK], when)?;
         }
         Ok(())
+    }
+
+    /// Checks that a replica image is a prefix of the primary's write order, as far as the host
+    /// can tell: every write it shows is there whole, and so is every write acknowledged before
+    /// the newest write it shows was submitted (each may be overwritten by a later write to the
+    /// same block). Writes to one block never overlap in flight, so for one block write ids
+    /// follow the log's order.
+    pub fn check_prefix(&self, image: &[u8], when: &str) -> Result<(), String> {
+        let shown = (0..self.blocks)
+            .map(|lba| {
+                let at = lba as usize * BLOCK;
+                identify(lba, &image[at..at + BLOCK])
+                    .ok_or_else(|| format!("{when}: block {lba} holds bytes from no write"))
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        let Some(newest) =
+            shown.iter().filter(|w| **w > 0).map(|w| self.writes[*w as usize - 1].submitted).max()
+        else {
+            return Ok(()); // nothing applied yet: the empty prefix
+        };
+        // Per block: the newest write that must be there (0: none).
+        let mut need = vec![(0u64, ""); self.blocks as usize];
+        let mut require = |w: &WriteRec, wid: u64, why| {
+            for b in w.lba..w.lba + w.blocks {
+                need[b as usize] = need[b as usize].max((wid, why));
+            }
+        };
+        for (i, w) in self.writes.iter().enumerate() {
+            if w.acked.is_some_and(|a| a < newest) {
+                require(w, i as u64 + 1, "acknowledged before the newest write shown was submitted");
+            }
+        }
+        for &wid in shown.iter().filter(|w| **w > 0) {
+            require(&self.writes[wid as usize - 1], wid, "shown on another block");
+        }
+        let newest_wid = shown.iter().copied().max().unwrap_or(0);
+        match (0..self.blocks as usize).find(|b| shown[*b] < need[*b].0) {
+            None => Ok(()),
+            Some(b) => Err(format!(
+                "{when}: not a prefix of the primary's writes: block {b} holds write {} but must hold write {} or a later one ({}; newest shown: write {newest_wid})",
+                shown[b], need[b].0, need[b].1
+            )),
+        }
     }
 
     /// What is in flight (tag, first block, blocks, write id).

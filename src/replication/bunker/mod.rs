@@ -20,7 +20,7 @@ use crate::replication::log::{advance_contiguous, LogGeometry};
 use crate::replication::wire::Msg;
 use crate::sys::DmaPool;
 
-mod inventory;
+pub(crate) mod inventory;
 mod resync;
 
 /// What the bunker knows of one volume.
@@ -52,6 +52,12 @@ pub struct BunkerState {
     pub resync_pending: bool,
     /// Failback: resync blocks written.
     pub resync_blocks: u64,
+    /// Staging role: the replica volume is a consistent image (a prefix of the primary's
+    /// writes) only once `applied` reaches this: after a resync, the LSN through which its
+    /// blocks may hold writes; after a restart, the end of the staging log found then, which
+    /// bounds what may have been applied before the crash (those applies may have landed in
+    /// any subset). Recorded in the staging superblock's `resync_floor`.
+    pub consistent_at: u64,
     /// When the attached primary was last heard (ms since the Unix epoch; 0: never).
     pub heard_ms: u64,
     /// Staging role: the generation the next staging superblock is written with (shared by
@@ -84,9 +90,15 @@ impl BunkerState {
             sector: sb.sector_size,
             ring_sectors: sb.ring_sectors,
             resync_pending: sb.out_of_sync,
+            consistent_at: sb.resync_floor,
             sb_generation: sb.generation + 1,
             ..BunkerState::default()
         }
+    }
+
+    /// Staging role: the replica volume is a consistent image now (see `consistent_at`).
+    pub fn consistent(&self) -> bool {
+        !self.resync_pending && self.applied >= self.consistent_at
     }
 
     /// The volume's UUID.
@@ -321,7 +333,7 @@ impl BunkerConn {
                     self.refuse(why);
                 }
             }
-            Msg::ResyncDone { blocks } => self.resync.done = Some(blocks),
+            Msg::ResyncDone { blocks, through } => self.resync.done = Some((blocks, through)),
             Msg::ResyncStart { from } => {
                 if let Err(why) = self.resync_start(from) {
                     self.refuse(why);

@@ -19,8 +19,10 @@ pub(super) struct Resync {
     ch: Option<Channel>,
     /// Block writes in flight.
     inflight: usize,
-    /// `ResyncDone` received, with the count the primary sent.
-    pub done: Option<u64>,
+    /// `ResyncDone` received, with the count the primary sent and its `through`.
+    pub done: Option<(u64, u64)>,
+    /// The `through` of the last `ResyncDone`, echoed back.
+    through: u64,
     /// Volume blocks written durably.
     written: u64,
     done_buf: Vec<IoCompletion>,
@@ -116,7 +118,7 @@ impl BunkerConn {
             self.resync.arm = Arm::Idle;
         }
         if std::mem::take(&mut self.resync.echo) {
-            self.framed.queue(&Msg::ResyncDone { blocks: self.resync.written });
+            self.framed.queue(&Msg::ResyncDone { blocks: self.resync.written, through: self.resync.through });
         }
     }
 
@@ -178,13 +180,14 @@ impl BunkerConn {
             }
             self.resync.done_buf = done;
         }
-        if let (Some(sent), 0) = (self.resync.done, self.resync.inflight) {
-            self.resync.done = None;
+        if let (Some((sent, through)), 0) = (self.resync.done, self.resync.inflight) {
+            (self.resync.done, self.resync.through) = (None, through);
             let Some(a) = self.att.as_ref() else { return work };
             let data = a.vol.data.clone();
             let sb = {
                 let mut st = a.vol.state.lock().expect("bunker state");
                 st.resync_pending = false;
+                st.consistent_at = st.consistent_at.max(through);
                 st.resync_blocks += self.resync.written;
                 let applied = st.applied;
                 data.map(|d| {
@@ -211,7 +214,9 @@ impl BunkerConn {
                     self.resync.echo = true;
                     self.write_staging_super(&sb);
                 }
-                None => self.framed.queue(&Msg::ResyncDone { blocks: self.resync.written }),
+                None => self
+                    .framed
+                    .queue(&Msg::ResyncDone { blocks: self.resync.written, through: self.resync.through }),
             }
             work = true;
         }

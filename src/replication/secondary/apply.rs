@@ -201,8 +201,13 @@ impl Applier {
         if st.resync_pending || st.resets != self.resets {
             return false; // a resync: its blocks land first
         }
-        while self.inflight.len() < MAX_APPLIES && !self.sec.hold.load(Ordering::Acquire) {
+        // A hold stops at the first consistent point: not before `consistent_at`.
+        let hold = self.sec.hold.load(Ordering::Acquire);
+        while self.inflight.len() < MAX_APPLIES {
             let Some(op) = self.ops.front() else { break };
+            if hold && op.lsn >= st.consistent_at {
+                break;
+            }
             let (a, n) = (op.lba, u64::from(op.blocks));
             if self.inflight.iter().any(|f| a < f.3 + u64::from(f.4) && f.3 < a + n) {
                 break;
@@ -344,15 +349,17 @@ impl Poller for Applier {
         work |= self.issue();
         work |= self.commit_step(cx.now);
         let quiet = self.inflight.is_empty() && matches!(self.commit, Commit::Idle);
-        let held = self.sec.hold.load(Ordering::Acquire) && quiet && self.applied_published();
+        let held = self.sec.hold.load(Ordering::Acquire) && quiet && self.at_rest();
         self.sec.held.store(held, Ordering::Release);
         PollStatus::from_work(work)
     }
 }
 
 impl Applier {
-    /// Whether the published applied end is the current one (nothing applied but unreported).
-    fn applied_published(&self) -> bool {
-        self.sec.staging.state.lock().expect("bunker state").applied >= self.applied()
+    /// Whether the published applied end is the current one (nothing applied but unreported)
+    /// and a consistent point, or as far as the received log goes.
+    fn at_rest(&self) -> bool {
+        let st = self.sec.staging.state.lock().expect("bunker state");
+        st.applied >= self.applied() && (st.applied >= st.consistent_at || st.applied >= st.durable_end)
     }
 }

@@ -76,8 +76,22 @@ pub fn assemble(
         .filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
     let vol = bunkers.create_as(name, staging.clone(), Some(data.clone()))?;
     if let Some(sb) = &resumed {
-        *vol.state.lock().expect("bunker state") = BunkerState::resumed(sb);
-        tracing::info!(volume = name, applied = sb.checkpoint_lsn, epoch = sb.epoch, "staging log resumed");
+        let mut st = BunkerState::resumed(sb);
+        if !sb.out_of_sync {
+            // Every entry received before the crash is still there, and the applier may have
+            // applied any of them: it re-applies them all before the replica is consistent.
+            let found = super::bunker::inventory::scan(&staging, pool, sb);
+            st.durable_end = super::bunker::inventory::contiguous_end(&found, st.applied);
+            st.consistent_at = st.consistent_at.max(st.durable_end);
+        }
+        tracing::info!(
+            volume = name,
+            applied = sb.checkpoint_lsn,
+            received = st.durable_end,
+            epoch = sb.epoch,
+            "staging log resumed"
+        );
+        *vol.state.lock().expect("bunker state") = st;
     }
     vol.state.lock().expect("bunker state").resync_pending |= resync;
     Ok(Arc::new(Secondary {
@@ -113,7 +127,7 @@ pub fn staging_superblock(st: &mut BunkerState, name: &str, data: &dyn Bdev, app
         max_inflight_sectors: 0,
         clean_shutdown: false,
         out_of_sync: st.resync_pending,
-        resync_floor: 0,
+        resync_floor: st.consistent_at,
         setup: Default::default(),
     }
 }
@@ -249,6 +263,7 @@ pub fn describe(sec: &Secondary) -> serde_json::Value {
         "received": staging.durable_end,
         "applied": staging.applied,
         "frozen": sec.held.load(Ordering::Acquire),
+        "consistent": staging.consistent(),
         "resynchronising": staging.resync_pending,
         "resync_blocks": staging.resync_blocks,
         "entries_applied": st.entries_applied,

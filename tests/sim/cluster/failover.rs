@@ -46,6 +46,7 @@ impl Cluster {
         if self.nodes[PRIMARY].reactor.is_some() {
             self.crash(PRIMARY);
         }
+        self.cancel_freeze();
         self.pending.retain(|_, p| !matches!(p, Pending::Restart(PRIMARY)));
         let Some(sec) = self.nodes[SECONDARY].secondary.clone() else {
             self.later(200 * MS, Pending::Failover); // the secondary is down: once it is back

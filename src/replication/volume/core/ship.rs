@@ -207,7 +207,7 @@ impl VolumeCore {
             }
             LinkEvent::Message(Msg::Applied { lsn }) => sh.applied = sh.applied.max(lsn),
             LinkEvent::Message(Msg::Fenced { epoch }) => self.fence(epoch),
-            LinkEvent::Message(Msg::ResyncDone { blocks }) => {
+            LinkEvent::Message(Msg::ResyncDone { blocks, .. }) => {
                 if let Some(r) = sh.resync.as_mut().filter(|r| r.done_sent) {
                     r.confirmed = true;
                     if let Some(from) = r.start {
@@ -412,6 +412,8 @@ impl VolumeCore {
     /// Failback: reads the next divergent range from the volume, or announces the end.
     pub(super) fn resync_step(&mut self) -> bool {
         let per_buf = (self.pool.buf_size() / self.sb.volume_block_size.max(1) as usize) as u64;
+        // Every block was read below the tail: applied that far, the replica is consistent.
+        let through = self.shared.log.tail();
         let Some(sh) = self.ship.as_mut() else { return false };
         let up = sh.synced && sh.link.state() == LinkState::Up;
         let Some(r) = sh.resync.as_mut().filter(|r| up && !r.confirmed && r.reading.is_none()) else {
@@ -424,7 +426,7 @@ impl VolumeCore {
             if !r.done_sent {
                 r.done_sent = true;
                 let blocks = r.sent;
-                sh.link.send(&Msg::ResyncDone { blocks });
+                sh.link.send(&Msg::ResyncDone { blocks, through });
                 return true;
             }
             return false;
