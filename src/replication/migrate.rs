@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::volume::VolumeShared;
 use super::{manager, secondary};
 use crate::app::App;
+use crate::bdev::{sync, Bdev, Channel, IoType};
 
 /// How long a drain may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,26 +48,49 @@ pub fn drain(app: &Arc<App>, name: &str, on: bool) -> Result<Option<Drained>, St
     }
     let started = Instant::now();
     loop {
-        let (tail, committed) = (v.log.tail(), v.log.committed());
-        let st = v.status.lock().expect("status lock").clone();
-        let Some(sec) = st.secondary.as_ref() else {
-            v.draining.store(false, Ordering::Release);
-            return Err(format!("volume {name:?} has no secondary to migrate to"));
-        };
-        if tail == committed && sec.synced && sec.applied >= committed && st.committed == committed {
+        let drained = drained(&v);
+        if let Ok(Some((end, epoch))) = drained {
             let drain_ms = started.elapsed().as_millis() as u64;
-            return Ok(Some(Drained { end: committed, epoch: st.epoch, drain_ms }));
+            return Ok(Some(Drained { end, epoch, drain_ms }));
+        }
+        if let Err(e) = drained {
+            v.draining.store(false, Ordering::Release);
+            return Err(e);
         }
         if started.elapsed() > DRAIN_TIMEOUT {
             v.draining.store(false, Ordering::Release);
+            let st = v.status.lock().expect("status lock").clone();
+            let sec = st.secondary.as_ref().map(|s| (s.applied, s.link.clone()));
             return Err(format!(
-                "drain timed out: committed {committed} of {tail}, secondary applied {} (link {})",
-                sec.applied, sec.link
+                "drain timed out: committed {} of {}, secondary (applied, link) {sec:?}",
+                st.committed,
+                v.log.tail()
             ));
         }
         v.wake_home();
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// One look at a draining volume: `(end, epoch)` once every write answered so far is
+/// committed, shipped and applied by the secondary.
+pub fn drained(v: &VolumeShared) -> Result<Option<(u64, u64)>, String> {
+    let (tail, committed) = (v.log.tail(), v.log.committed());
+    let st = v.status.lock().expect("status lock").clone();
+    let sec =
+        st.secondary.as_ref().ok_or_else(|| format!("volume {:?} has no secondary to migrate to", v.name))?;
+    let done = tail == committed && sec.synced && sec.applied >= committed && st.committed == committed;
+    Ok(done.then_some((committed, st.epoch)))
+}
+
+/// After a demoted volume's home poller ended: its last writes to the data bdev are made
+/// durable before the bdev serves as a replica (whose applier flushes only its own writes).
+pub fn flush_data(v: &VolumeShared, data: &Arc<dyn Bdev>) -> Result<(), String> {
+    if !v.closed.load(Ordering::Acquire) {
+        return Err(format!("volume {:?} is still closing", v.name));
+    }
+    let mut ch = Channel::new(data.clone()).map_err(|e| e.to_string())?;
+    sync::op(&mut ch, IoType::Flush, 0, 0).map_err(|e| format!("flushing {}: {e}", data.name()))
 }
 
 /// What a failback found on the old primary.
@@ -107,6 +132,12 @@ pub fn demote(app: &Arc<App>, name: &str, staging_bdev: &str, resync: bool) -> R
     let log = app.bdevs.get(&v.log_bdev).map_err(|e| e.to_string())?;
     unexport(app, name);
     manager::delete_volume(app, name)?;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while !v.closed.load(Ordering::Acquire) && Instant::now() < deadline {
+        v.wake_home();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    flush_data(&v, &data)?;
     secondary::create(app, name, data, staging, log, None, resync).map(|_| ())
 }
 

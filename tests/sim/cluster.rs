@@ -1,14 +1,18 @@
-//! Three nodes (0 primary, 1 bunker, 2 secondary), the stepping loop, the fault schedule and
-//! the checker.
+//! Three nodes (0 primary, 1 bunker, 2 secondary at first; the operator's failovers, failbacks
+//! and migrations move the primary and secondary roles between nodes 0 and 2), the stepping
+//! loop, the fault schedule and the checker.
 //!
 //! Invariants checked: every block of the primary's volume holds a write the host may see
 //! (after every restart, on every host read, after a failover, and at the end: no acknowledged
-//! write lost or changed); once faults stop the cluster converges within a bound (the
+//! write lost or changed); a frozen replica is a prefix of the primary's writes; once faults stop the cluster converges within a bound (the
 //! secondary applies everything the primary committed, and the replica then equals the
-//! primary; after a failover, a restarted old primary is fenced).
+//! primary; a failed-over old primary is fenced, then fails back).
 
 mod failover;
 mod freeze;
+mod roles;
+
+use roles::Role;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +43,7 @@ const LOG_SECTORS: u64 = 32768;
 const PRIMARY: usize = 0;
 const BUNKER: usize = 1;
 const SECONDARY: usize = 2;
-const NAMES: [&str; 3] = ["primary", "bunker", "secondary"];
+const NAMES: [&str; 3] = ["node0", "bunker", "node2"];
 
 /// How a run goes.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +81,12 @@ pub struct Outcome {
     pub resynced: u64,
     /// Failovers completed (the host moved to the promoted secondary).
     pub failovers: u64,
+    /// Failed-over old primaries that rejoined as secondaries.
+    pub failbacks: u64,
+    /// Planned swaps of primary and secondary.
+    pub migrations: u64,
+    /// Migrations abandoned (a node crashed, or the drain did not finish).
+    pub migrations_abandoned: u64,
     /// Failovers refused or abandoned (the replica was out of step), with the primary restarted.
     pub failovers_refused: u64,
     /// Times the replica was frozen at a consistent point and checked to be a prefix.
@@ -104,6 +114,8 @@ enum Pending {
     Heal(usize, usize),
     /// (Re)try a failover to the secondary.
     Failover,
+    /// (Re)try failing the old primary back.
+    Failback,
 }
 
 /// The simulated cluster.
@@ -118,12 +130,21 @@ pub struct Cluster {
     next_fault: Nanos,
     trace: Vec<String>,
     out: Outcome,
-    /// The node the host writes to (the primary, or the secondary once promoted).
+    /// Each node's role.
+    roles: [Role; 3],
+    /// The node the host writes to: the primary.
     serving: usize,
-    /// A failover under way.
+    /// The node with the secondary role (none between a failover and its failback).
+    replica: Option<usize>,
+    /// A failed-over old primary: it must come up fenced, until it fails back.
+    fenced_node: Option<usize>,
+    /// Where the last failover forked the volume (the promoted replica's applied end).
+    fork: Option<u64>,
+    /// Roles moved (failover or migration): the bunker sits by the first primary only, so no
+    /// more failovers.
+    roles_changed: bool,
+    /// A failover or migration under way.
     failing_over: Option<failover::Phase>,
-    /// The secondary was promoted with this identity and epoch.
-    promoted: Option<([u8; 16], u64)>,
     /// The primary lost its bunker just before the failover (once per run).
     cut_before_failover: bool,
     /// What the primary does without its bunker (seeded): keep serving on the local log, or
@@ -148,7 +169,11 @@ impl Cluster {
         let mut disk =
             |name: &str, bs: u32, blocks: u64| SimDisk::new(name, bs, blocks, rng.next_u64(), clock.clone());
         let disks = vec![
-            vec![disk("p-data", BLOCK as u32, VOLUME_BLOCKS), disk("p-log", 512, LOG_SECTORS)],
+            vec![
+                disk("p-data", BLOCK as u32, VOLUME_BLOCKS),
+                disk("p-log", 512, LOG_SECTORS),
+                disk("p-stage", 512, LOG_SECTORS),
+            ],
             vec![disk("b-log", 512, LOG_SECTORS)],
             vec![
                 disk("s-data", BLOCK as u32, VOLUME_BLOCKS),
@@ -179,9 +204,13 @@ impl Cluster {
             next_fault: 0,
             trace: Vec::new(),
             out: Outcome::default(),
+            roles: [Role::Bunker, Role::Bunker, Role::Bunker],
             serving: PRIMARY,
+            replica: Some(SECONDARY),
+            fenced_node: None,
+            fork: None,
+            roles_changed: false,
             failing_over: None,
-            promoted: None,
             cut_before_failover: false,
             on_bunker_loss: OnBunkerLoss::LocalOnly,
             frozen_since: None,
@@ -194,6 +223,7 @@ impl Cluster {
             let at = S + c.rng.below(plan.faulty.saturating_sub(2 * S).max(1));
             c.pending.insert((at, 0), Pending::Failover);
         }
+        c.roles = [c.first_primary(), Role::Bunker, Role::Secondary { bunker: Some(addr(BUNKER)) }];
         c.event(format!("without its bunker the primary {:?}", c.on_bunker_loss));
         for n in [BUNKER, SECONDARY, PRIMARY] {
             c.start(n)?;
@@ -212,34 +242,19 @@ impl Cluster {
     fn start(&mut self, n: usize) -> Result<(), String> {
         self.net.restart(n);
         self.nodes[n].reactor = Some(Reactor::local_set(1).map_err(|e| e.to_string())?.remove(0));
-        match n {
-            PRIMARY => self.start_primary()?,
-            BUNKER => self.start_bunker()?,
-            _ if self.promoted.is_some() => self.start_promoted()?,
-            _ => self.start_secondary()?,
+        match self.roles[n].clone() {
+            Role::Primary(cfg) => {
+                let cfg = VolumeConfig { net: Net(self.net.dialer(n)), ..cfg };
+                // A failed-over old primary's image is stale by design: it must come up fenced.
+                let when = (self.fenced_node != Some(n)).then_some("after the primary's recovery");
+                self.open_volume(n, &cfg, when)?
+            }
+            Role::Bunker => self.start_bunker()?,
+            Role::Secondary { bunker } => self.start_secondary(n, bunker, false)?,
         }
         self.net.listen(n);
         self.event(format!("{} started", NAMES[n]));
         Ok(())
-    }
-
-    fn start_primary(&mut self) -> Result<(), String> {
-        let node = &self.nodes[PRIMARY];
-        let cfg = VolumeConfig {
-            name: "vol0".into(),
-            data: Arc::new(node.disks[0].clone()),
-            log: Arc::new(node.disks[1].clone()),
-            mode: Mode::BunkerSync,
-            bunker: Some(addr(BUNKER)),
-            on_bunker_loss: self.on_bunker_loss,
-            force: false,
-            secondary: Some(addr(SECONDARY)),
-            identity: Some(([0x5a; 16], 1)),
-            net: Net(self.net.dialer(PRIMARY)),
-        };
-        // After a failover the old primary's image is stale by design: it must come up fenced.
-        let when = if self.promoted.is_some() { None } else { Some("after the primary's recovery") };
-        self.open_volume(PRIMARY, &cfg, when)
     }
 
     /// Opens (recovering or formatting) node `n`'s volume as a primary, starts its home poller
@@ -275,8 +290,15 @@ impl Cluster {
         created
     }
 
-    fn start_secondary(&mut self) -> Result<(), String> {
-        let node = &mut self.nodes[SECONDARY];
+    /// Starts node `n`'s secondary role (`resync`: its log waits for a failback's blocks).
+    fn start_secondary(
+        &mut self,
+        n: usize,
+        bunker: Option<std::net::SocketAddr>,
+        resync: bool,
+    ) -> Result<(), String> {
+        let (data, staging, log) = roles::secondary_disks(n);
+        let node = &mut self.nodes[n];
         node.bunkers = Arc::new(Bunkers::default());
         let d = |i: usize| -> Arc<dyn Bdev> { Arc::new(node.disks[i].clone()) };
         node.disks.iter().for_each(|d| d.set_immediate(true));
@@ -284,9 +306,9 @@ impl Cluster {
             &node.bunkers,
             &node.pool,
             "vol0",
-            (d(0), d(1), d(2)),
-            Some(addr(BUNKER)),
-            false,
+            (d(data), d(staging), d(log)),
+            bunker,
+            resync,
         );
         node.disks.iter().for_each(|d| d.set_immediate(false));
         let sec = sec?;
@@ -313,7 +335,7 @@ impl Cluster {
                 l.tail()
             )
         });
-        if n == SECONDARY {
+        if Some(n) == self.replica {
             self.cancel_freeze();
         }
         let node = &mut self.nodes[n];
@@ -325,10 +347,7 @@ impl Cluster {
         if n == self.serving {
             self.host.lost_primary();
         }
-        if n == SECONDARY && self.failing_over.take().is_some() {
-            self.event("failover interrupted by the secondary's crash".into());
-            self.later(100 * MS, Pending::Failover);
-        }
+        self.interrupt_failover(n);
         self.out.crashes += 1;
         self.event(format!("{} crashed{}", NAMES[n], log.unwrap_or_default()));
     }
@@ -424,6 +443,7 @@ impl Cluster {
                     self.event(format!("{} -> {} healed", NAMES[a], NAMES[b]));
                 }
                 Pending::Failover => self.begin_failover()?,
+                Pending::Failback => self.failback()?,
             }
         }
         if now >= self.next_fault {
@@ -463,12 +483,7 @@ impl Cluster {
                     span / MS
                 ));
             }
-            9 if self.on_bunker_loss == OnBunkerLoss::Stall
-                && self.promoted.is_none()
-                && self.failing_over.is_none() =>
-            {
-                self.begin_failover()?
-            }
+            9 if self.failing_over.is_none() => self.operator()?,
             _ => {
                 self.net.reset_one();
                 self.event("a connection reset".into());
@@ -499,17 +514,13 @@ impl Cluster {
             self.advance(busy);
         }
         let committed = self.nodes[self.serving].volume.as_ref().map(|(s, _)| s.log.committed());
-        self.out.resynced = self.nodes[SECONDARY]
-            .secondary
-            .as_ref()
-            .map_or(0, |s| s.staging.state.lock().expect("state").resync_blocks);
+        let replica = self.replica.and_then(|r| self.nodes[r].secondary.as_ref());
+        self.out.resynced = replica.map_or(0, |s| s.staging.state.lock().expect("state").resync_blocks);
         self.event(format!("converged at LSN {committed:?}"));
         let primary = self.nodes[self.serving].disks[0].view();
         self.host.check_image(&primary, "primary volume at the end")?;
-        if self.promoted.is_some() {
-            return Ok(()); // no secondary any more
-        }
-        let replica = self.nodes[SECONDARY].disks[0].view();
+        let r = self.replica.expect("converged with a secondary");
+        let replica = self.nodes[r].disks[0].view();
         if let Some(b) = (0..VOLUME_BLOCKS as usize)
             .find(|b| primary[b * BLOCK..(b + 1) * BLOCK] != replica[b * BLOCK..(b + 1) * BLOCK])
         {
@@ -522,29 +533,33 @@ impl Cluster {
     /// may itself schedule a restart, handled on the next round).
     fn settle_pending(&mut self) -> Result<(), String> {
         let pending = std::mem::take(&mut self.pending);
-        let mut failover = false;
+        let (mut failover, mut failback) = (false, false);
         for (_, p) in pending {
             match p {
                 Pending::Restart(n) if self.nodes[n].reactor.is_none() => self.start(n)?,
                 Pending::Failover => failover = true,
+                Pending::Failback => failback = true,
                 Pending::Restart(_) | Pending::Heal(..) => {}
             }
         }
         if failover {
             self.begin_failover()?;
         }
+        if failback {
+            self.failback()?;
+        }
         Ok(())
     }
 
     fn positions(&self) -> String {
-        let p = self.nodes[PRIMARY].volume.as_ref().map(|(s, _)| (s.log.committed(), s.log.applied()));
-        let ship = self.nodes[PRIMARY]
+        let p = self.nodes[self.serving].volume.as_ref().map(|(s, _)| (s.log.committed(), s.log.applied()));
+        let ship = self.nodes[self.serving]
             .volume
             .as_ref()
             .map(|(s, _)| serde_json::to_string(&*s.status.lock().expect("status")).unwrap_or_default());
-        let s = self.nodes[SECONDARY]
-            .secondary
-            .as_ref()
+        let s = self
+            .replica
+            .and_then(|r| self.nodes[r].secondary.as_ref())
             .map(|s| serde_json::to_string(&*s.staging.state.lock().expect("state")).unwrap_or_default());
         let b = self.nodes[BUNKER].bunkers.get("vol0").map(|v| {
             let st = v.state.lock().expect("state");
@@ -564,11 +579,12 @@ impl Cluster {
     }
 
     fn converged(&self) -> bool {
-        if self.promoted.is_some() || self.failing_over.is_some() {
-            return self.failover_converged();
+        // A failover converges through its failback: nothing is settled before.
+        if self.failing_over.is_some() || self.fenced_node.is_some() {
+            return false;
         }
-        let Some((shared, _)) = self.nodes[PRIMARY].volume.as_ref() else { return false };
-        let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() else { return false };
+        let Some((shared, _)) = self.nodes[self.serving].volume.as_ref() else { return false };
+        let Some(sec) = self.replica.and_then(|r| self.nodes[r].secondary.as_ref()) else { return false };
         let in_step =
             shared.status.lock().expect("status").secondary.as_ref().is_some_and(|s| !s.out_of_sync);
         let st = sec.staging.state.lock().expect("state");

@@ -163,6 +163,8 @@ pub struct VolumeShared {
     pub refused: AtomicU64,
     /// Set by `volume_delete`: the home poller ends once idle.
     pub deleted: AtomicBool,
+    /// Set by the home poller as it ends: nothing of the volume is in flight any more.
+    pub closed: AtomicBool,
     /// The log keeps a dirty-block map, so a secondary can be (re)synchronised at any time.
     pub dirty_map: AtomicBool,
 }
@@ -195,6 +197,7 @@ impl VolumeShared {
             log_bdev: bdevs.1.to_string(),
             refused: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             dirty_map: AtomicBool::new(false),
         }
     }

@@ -3,8 +3,10 @@
 //! [`Pull`] poller over the simulated network, applies everything (the real applier), is held,
 //! retired and promoted (`failover::promoted`, then the volume opens as any primary does); the
 //! host then writes to it. The checker requires every acknowledged write on the promoted
-//! volume, and a restarted old primary fenced. A replica that fell out of step is refused (or
-//! the bunker cannot bring it up to date): the failover is abandoned and the primary restarts.
+//! volume, and a restarted old primary fenced (it then fails back, see [`super::roles`]). A
+//! replica that fell out of step is refused (or the bunker cannot bring it up to date): the
+//! failover is abandoned and the primary restarts. A migration ends the same way as a
+//! failover, without the pull, and demotes the old primary at once.
 
 use std::sync::atomic::Ordering;
 
@@ -14,19 +16,22 @@ use ferrite::replication::secondary::failover::{self, FailoverRequest};
 use ferrite::replication::secondary::pull::{Pull, PullOutcome};
 use ferrite::replication::wire::Msg;
 
-/// Where a failover is.
+/// Where a failover (or migration) is.
 pub(super) enum Phase {
+    /// Migration: waiting for the primary to drain.
+    Draining { since: Nanos },
     /// Pulling the bunker's tail.
     Pulling { outcome: PullOutcome, epoch: u64, uuid: [u8; 16] },
-    /// Waiting for the applier to apply everything, then for it to hold.
-    Applying { epoch: u64, uuid: [u8; 16] },
+    /// Waiting for the applier to apply everything, then for it to hold; `planned` for a
+    /// migration.
+    Applying { epoch: u64, uuid: [u8; 16], planned: bool },
 }
 
 impl Cluster {
     /// The operator fails over to the secondary: the primary is (or is made) down and stays
     /// down until the failover ends.
     pub(super) fn begin_failover(&mut self) -> Result<(), String> {
-        if self.promoted.is_some() || self.failing_over.is_some() {
+        if self.roles_changed || self.failing_over.is_some() {
             return Ok(());
         }
         // Half the time the primary first loses its bunker for a moment, the classic prelude
@@ -46,8 +51,8 @@ impl Cluster {
         if self.nodes[PRIMARY].reactor.is_some() {
             self.crash(PRIMARY);
         }
-        self.cancel_freeze();
         self.pending.retain(|_, p| !matches!(p, Pending::Restart(PRIMARY)));
+        self.cancel_freeze();
         let Some(sec) = self.nodes[SECONDARY].secondary.clone() else {
             self.later(200 * MS, Pending::Failover); // the secondary is down: once it is back
             return Ok(());
@@ -91,6 +96,10 @@ impl Cluster {
     pub(super) fn failover_step(&mut self) -> Result<bool, String> {
         match self.failing_over.take() {
             None => Ok(false),
+            Some(Phase::Draining { since }) => {
+                self.failing_over = self.drain_step(since);
+                Ok(false)
+            }
             Some(Phase::Pulling { outcome, epoch, uuid }) => {
                 let result = outcome.lock().expect("pull outcome").take();
                 let done = result.is_some();
@@ -98,7 +107,7 @@ impl Cluster {
                     None => self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid }),
                     Some(Ok(bytes)) => {
                         self.event(format!("pulled {bytes} bytes from the bunker"));
-                        self.failing_over = Some(Phase::Applying { epoch, uuid });
+                        self.failing_over = Some(Phase::Applying { epoch, uuid, planned: false });
                     }
                     // The bunker refused before taking the epoch: the old primary may go on.
                     Some(Err(e)) if e.contains(OUT_OF_STEP) => {
@@ -115,64 +124,73 @@ impl Cluster {
                 }
                 Ok(done)
             }
-            Some(Phase::Applying { epoch, uuid }) => self.finish_failover(epoch, uuid),
+            Some(Phase::Applying { epoch, uuid, planned }) => self.finish_failover(epoch, uuid, planned),
         }
     }
 
-    /// Once everything pulled is applied and the applier holds: promote.
-    fn finish_failover(&mut self, epoch: u64, uuid: [u8; 16]) -> Result<bool, String> {
-        let Some(sec) = self.nodes[SECONDARY].secondary.clone() else { return Ok(false) };
+    /// Once everything pulled is applied and the applier holds: promote; the old primary is
+    /// demoted at once (migration) or restarts later and must find itself fenced (failover).
+    fn finish_failover(&mut self, epoch: u64, uuid: [u8; 16], planned: bool) -> Result<bool, String> {
+        let r = self.replica.expect("a failover has a replica");
+        let Some(sec) = self.nodes[r].secondary.clone() else { return Ok(false) };
         let st = sec.staging.state.lock().expect("state").clone();
         if let Some(e) = st.apply_error {
             return Err(format!("failover: the replica cannot be brought up to date: {e}"));
         }
         sec.hold.store(st.applied >= st.durable_end, Ordering::Release);
         if !sec.held.load(Ordering::Acquire) {
-            self.failing_over = Some(Phase::Applying { epoch, uuid });
+            self.failing_over = Some(Phase::Applying { epoch, uuid, planned });
             return Ok(false);
         }
-        failover::retire(&sec, &self.nodes[SECONDARY].bunkers);
-        let cfg =
-            VolumeConfig { net: Net(self.net.dialer(SECONDARY)), ..failover::promoted(&sec, uuid, epoch) };
-        self.nodes[SECONDARY].secondary = None;
-        self.promoted = Some((uuid, epoch));
-        self.serving = SECONDARY;
+        failover::retire(&sec, &self.nodes[r].bunkers);
+        let cfg = VolumeConfig { net: Net(self.net.dialer(r)), ..failover::promoted(&sec, uuid, epoch) };
+        self.nodes[r].secondary = None;
+        let old = self.serving;
+        (self.roles_changed, self.serving, self.replica) = (true, r, None);
+        self.roles[r] = Role::Primary(VolumeConfig { force: false, ..cfg.clone() });
+        if planned {
+            // Writes held by the drain are refused: the host never learns their outcome.
+            self.host.lost_primary();
+            self.demote(old, false)?;
+            self.open_volume(r, &cfg, Some("after the migration"))?;
+            self.attach(r, old, Vec::new());
+            self.out.migrations += 1;
+            self.event(format!(
+                "migration done: {} serves at epoch {epoch} from LSN {}",
+                NAMES[r], st.applied
+            ));
+            return Ok(true);
+        }
+        (self.fork, self.fenced_node) = (Some(st.applied), Some(old));
         self.host.failed_over();
-        self.open_volume(SECONDARY, &cfg, Some("after the failover"))?;
+        self.open_volume(r, &cfg, Some("after the failover"))?;
         self.out.failovers += 1;
-        self.event(format!("failover done: the secondary serves at epoch {epoch} from LSN {}", st.applied));
-        // The old primary comes back later: it must find itself fenced.
+        self.event(format!("failover done: {} serves at epoch {epoch} from LSN {}", NAMES[r], st.applied));
+        // The old primary comes back later: it must find itself fenced, then fails back.
         let down = 100 * MS + self.rng.below(2 * S);
-        self.later(down, Pending::Restart(PRIMARY));
+        self.later(down, Pending::Restart(old));
+        let after = down + self.rng.below(2 * S);
+        self.later(after, Pending::Failback);
         Ok(true)
     }
 
-    /// A promoted secondary restarting: its volume recovers like any primary's.
-    pub(super) fn start_promoted(&mut self) -> Result<(), String> {
-        let (uuid, epoch) = self.promoted.expect("promoted");
-        let node = &self.nodes[SECONDARY];
-        let cfg = VolumeConfig {
-            name: "vol0".into(),
-            data: Arc::new(node.disks[0].clone()),
-            log: Arc::new(node.disks[2].clone()),
-            mode: Mode::LocalOnly,
-            bunker: None,
-            on_bunker_loss: OnBunkerLoss::LocalOnly,
-            force: false,
-            secondary: None,
-            identity: Some((uuid, epoch)),
-            net: Net(self.net.dialer(SECONDARY)),
-        };
-        self.open_volume(SECONDARY, &cfg, Some("after the promoted secondary's recovery"))
-    }
-
-    /// After a failover, the cluster has converged when the promoted volume has every answer
-    /// applied and a running old primary knows it is fenced.
-    pub(super) fn failover_converged(&self) -> bool {
-        if self.failing_over.is_some() {
-            return false;
+    /// A crash of node `n` during a failover or migration: a failover whose secondary crashed
+    /// is retried; a migration is abandoned when either side crashes (the epoch given back).
+    pub(super) fn interrupt_failover(&mut self, n: usize) {
+        let Some(phase) = self.failing_over.take() else { return };
+        let planned = matches!(phase, Phase::Draining { .. } | Phase::Applying { planned: true, .. });
+        if planned && (Some(n) == self.replica || n == self.serving) {
+            if let (Phase::Applying { epoch, .. }, Some(sec)) =
+                (&phase, self.replica.and_then(|r| self.nodes[r].secondary.as_ref()))
+            {
+                failover::abort(sec, *epoch);
+            }
+            self.abandon_migration(format!("{} crashed", NAMES[n]));
+        } else if !planned && Some(n) == self.replica {
+            self.event("failover interrupted by the secondary's crash".into());
+            self.later(100 * MS, Pending::Failover);
+        } else {
+            self.failing_over = Some(phase);
         }
-        let old = self.nodes[PRIMARY].volume.as_ref();
-        self.primary_settled() && old.is_none_or(|(s, _)| s.fenced.load(Ordering::Acquire))
     }
 }

@@ -15,11 +15,15 @@ impl Cluster {
     /// Starts, checks or ends a freeze of the replica; returns whether anything happened.
     pub(super) fn freeze_step(&mut self) -> Result<bool, String> {
         let now = self.now();
-        let Some(sec) = self.nodes[SECONDARY].secondary.clone() else {
+        let Some(r) = self.replica else {
             self.frozen_since = None;
             return Ok(false);
         };
-        if self.failing_over.is_some() || self.promoted.is_some() {
+        let Some(sec) = self.nodes[r].secondary.clone() else {
+            self.frozen_since = None;
+            return Ok(false);
+        };
+        if self.failing_over.is_some() {
             self.frozen_since = None;
             return Ok(false);
         }
@@ -46,7 +50,7 @@ impl Cluster {
         // Held short of a consistent point: everything received is applied, the rest (a
         // resync's or a crash's span) has not arrived yet.
         if consistent {
-            let image = self.nodes[SECONDARY].disks[0].view();
+            let image = self.nodes[r].disks[0].view();
             let when = format!("replica frozen at LSN {applied}");
             self.host.check_prefix(&image, &when).map_err(|e| format!("{e}\n{}", self.positions()))?;
             self.out.prefixes_checked += 1;
@@ -66,7 +70,7 @@ impl Cluster {
     /// secondary went down).
     pub(super) fn cancel_freeze(&mut self) {
         if self.frozen_since.take().is_some() {
-            if let Some(sec) = self.nodes[SECONDARY].secondary.as_ref() {
+            if let Some(sec) = self.replica.and_then(|r| self.nodes[r].secondary.as_ref()) {
                 sec.hold.store(false, Ordering::Release);
             }
         }

@@ -227,6 +227,7 @@ impl Poller for VolumeCore {
                 for fd in self.watched.drain(..).chain(self.link_fd.take()) {
                     cx.unwatch_fd(fd);
                 }
+                self.shared.closed.store(true, Ordering::Release);
                 return PollStatus::Done;
             }
         }
