@@ -98,14 +98,20 @@ pub fn create_volume(app: &Arc<App>, cfg: VolumeConfig) -> Result<Opened, String
 /// The shared state of an opened volume whose home reactor has `home` as mailbox.
 pub fn assemble(cfg: &VolumeConfig, opened: &Opened, home: Arc<Mailbox>) -> Arc<VolumeShared> {
     let log = Arc::new(ChangeLog::new(opened.geo, opened.end, opened.sb.head_lsn.min(opened.end)));
-    Arc::new(VolumeShared::new(
+    let shared = VolumeShared::new(
         &cfg.name,
         opened.sb.volume_uuid,
         log,
         home,
         opened.sb.setup.origin_lsn,
         (cfg.data.name(), cfg.log.name()),
-    ))
+    );
+    // A promoted volume that restarted before any secondary attached no longer knows what its
+    // failover pulled: the failback resends the whole volume.
+    if opened.sb.epoch > 1 && opened.sb.setup.secondary.is_empty() && !opened.formatted {
+        *shared.pulled.lock().expect("pulled ranges") = None;
+    }
+    Arc::new(shared)
 }
 
 /// The home-reactor poller of an assembled volume (call on that reactor: it opens channels).

@@ -12,16 +12,18 @@
 //!
 //! `ferrite migrate` runs the four steps against two nodes' control sockets.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::volume::VolumeShared;
+use super::volume::{SecondaryRequest, VolumeShared};
 use super::{manager, secondary};
 use crate::app::App;
 use crate::bdev::{sync, Bdev, Channel, IoType};
+use crate::sys::DmaPool;
 
 /// How long a drain may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,6 +83,52 @@ pub fn drained(v: &VolumeShared) -> Result<Option<(u64, u64)>, String> {
         st.secondary.as_ref().ok_or_else(|| format!("volume {:?} has no secondary to migrate to", v.name))?;
     let done = tail == committed && sec.synced && sec.applied >= committed && st.committed == committed;
     Ok(done.then_some((committed, st.epoch)))
+}
+
+/// What `replication_create` asks of volume `v` (whose change log is `log`, of
+/// `volume_blocks` blocks): ship to `to`.
+/// A failback (`divergent`: the old primary's tail after the fork, to be rolled back) or a
+/// volume whose log no longer holds everything since it was formatted resends blocks through
+/// the dirty-block map: the divergent ranges plus every block written since the log's origin
+/// (read from the log while it is whole, else the whole volume), with a floor taken before
+/// reading, so that writes meanwhile are resent too; otherwise the log ships from its origin.
+/// A promoted volume adds the ranges its failover pulled from the bunker ([`VolumeShared::pulled`]).
+pub fn secondary_request(
+    v: &VolumeShared,
+    log: &Arc<dyn Bdev>,
+    volume_blocks: u64,
+    pool: &DmaPool,
+    to: SocketAddr,
+    divergent: Vec<(u64, u64)>,
+) -> Result<SecondaryRequest, String> {
+    // Everything below `committed` is durable in the log, so the scan below reads it whole.
+    let floor = v.log.committed();
+    let intact = v.log.tail() - v.origin_lsn <= v.log.geometry().ring_sectors / 2;
+    let plain = SecondaryRequest { addr: to, resync: Vec::new(), resend: None };
+    let mut divergent = divergent;
+    match v.pulled.lock().expect("pulled ranges").as_ref() {
+        Some(pulled) => divergent.extend(pulled.iter().copied()),
+        None => divergent.push((0, volume_blocks)),
+    }
+    if !v.dirty_map.load(Ordering::Acquire) {
+        if !intact {
+            return Err(format!(
+                "volume {} has been written beyond what its log still holds, and its log (formatted by an older ferrite) has no dirty-block map to synchronise a secondary from; attach the secondary to a volume with a new log",
+                v.name
+            ));
+        }
+        return Ok(SecondaryRequest { resync: divergent, ..plain });
+    }
+    if divergent.is_empty() && intact {
+        return Ok(plain);
+    }
+    let mut ranges = divergent;
+    if intact {
+        ranges.extend(super::volume::open::ranges_since(log, pool, v.origin_lsn)?);
+    } else {
+        ranges.push((0, volume_blocks));
+    }
+    Ok(SecondaryRequest { resend: Some((ranges, floor)), ..plain })
 }
 
 /// After a demoted volume's home poller ended: its last writes to the data bdev are made

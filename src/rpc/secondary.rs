@@ -127,13 +127,6 @@ fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
     if v.status.lock().expect("status lock").secondary.is_some() {
         return Err(RpcError::exists(format!("volume {} already ships to a secondary", p.volume)));
     }
-    let mapped = v.dirty_map.load(std::sync::atomic::Ordering::Acquire);
-    if !mapped && v.log.tail() - v.origin_lsn > v.log.geometry().ring_sectors / 2 {
-        return Err(RpcError::invalid(format!(
-            "volume {} has been written beyond what its log still holds, and its log (formatted by an older ferrite) has no dirty-block map to synchronise a secondary from; attach the secondary to a volume with a new log",
-            p.volume
-        )));
-    }
     let blocks = app.bdevs.get(&p.volume)?.num_blocks();
     if let Some(r) = p.resync.iter().find(|r| r.1 == 0 || r.0.checked_add(r.1).is_none_or(|end| end > blocks))
     {
@@ -141,7 +134,10 @@ fn replication_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
             "resync range {r:?} is empty or beyond the volume's {blocks} blocks"
         )));
     }
-    *v.secondary_req.lock().expect("secondary request") = Some((to, p.resync));
+    let log = app.bdevs.get(&v.log_bdev)?;
+    let req = crate::replication::migrate::secondary_request(&v, &log, blocks, &app.pool, to, p.resync)
+        .map_err(RpcError::invalid)?;
+    *v.secondary_req.lock().expect("secondary request") = Some(req);
     v.wake_home();
     Ok(json!(true))
 }

@@ -116,6 +116,8 @@ enum Pending {
     Failover,
     /// (Re)try failing the old primary back.
     Failback,
+    /// Crash a node (and restart it later).
+    Crash(usize),
 }
 
 /// The simulated cluster.
@@ -145,6 +147,8 @@ pub struct Cluster {
     roles_changed: bool,
     /// A failover or migration under way.
     failing_over: Option<failover::Phase>,
+    /// The operator's last `replication_create`: to which node, rolling back what.
+    asked: Option<(usize, Vec<(u64, u64)>)>,
     /// The primary lost its bunker just before the failover (once per run).
     cut_before_failover: bool,
     /// What the primary does without its bunker (seeded): keep serving on the local log, or
@@ -211,6 +215,7 @@ impl Cluster {
             fork: None,
             roles_changed: false,
             failing_over: None,
+            asked: None,
             cut_before_failover: false,
             on_bunker_loss: OnBunkerLoss::LocalOnly,
             frozen_since: None,
@@ -244,10 +249,12 @@ impl Cluster {
         self.nodes[n].reactor = Some(Reactor::local_set(1).map_err(|e| e.to_string())?.remove(0));
         match self.roles[n].clone() {
             Role::Primary(cfg) => {
-                let cfg = VolumeConfig { net: Net(self.net.dialer(n)), ..cfg };
+                let secondary = self.recorded_secondary(n, &cfg);
+                let cfg = VolumeConfig { net: Net(self.net.dialer(n)), secondary, ..cfg };
                 // A failed-over old primary's image is stale by design: it must come up fenced.
                 let when = (self.fenced_node != Some(n)).then_some("after the primary's recovery");
-                self.open_volume(n, &cfg, when)?
+                self.open_volume(n, &cfg, when)?;
+                self.ask_again(n, secondary)?
             }
             Role::Bunker => self.start_bunker()?,
             Role::Secondary { bunker } => self.start_secondary(n, bunker, false)?,
@@ -444,6 +451,7 @@ impl Cluster {
                 }
                 Pending::Failover => self.begin_failover()?,
                 Pending::Failback => self.failback()?,
+                Pending::Crash(n) => self.crash_and_restart(n),
             }
         }
         if now >= self.next_fault {
@@ -451,6 +459,14 @@ impl Cluster {
             self.inject()?;
         }
         Ok(())
+    }
+
+    fn crash_and_restart(&mut self, n: usize) {
+        if self.nodes[n].reactor.is_some() {
+            self.crash(n);
+            let down = 50 * MS + self.rng.below(3 * S);
+            self.later(down, Pending::Restart(n));
+        }
     }
 
     fn later(&mut self, after: Nanos, p: Pending) {
@@ -461,11 +477,7 @@ impl Cluster {
     fn inject(&mut self) -> Result<(), String> {
         let n = self.rng.below(3) as usize;
         match self.rng.below(10) {
-            0..=3 if self.nodes[n].reactor.is_some() => {
-                self.crash(n);
-                let down = 50 * MS + self.rng.below(3 * S);
-                self.later(down, Pending::Restart(n));
-            }
+            0..=3 if self.nodes[n].reactor.is_some() => self.crash_and_restart(n),
             4..=7 => {
                 let m = (n + 1 + self.rng.below(2) as usize) % 3;
                 let both = self.rng.below(2) == 0;
@@ -539,7 +551,7 @@ impl Cluster {
                 Pending::Restart(n) if self.nodes[n].reactor.is_none() => self.start(n)?,
                 Pending::Failover => failover = true,
                 Pending::Failback => failback = true,
-                Pending::Restart(_) | Pending::Heal(..) => {}
+                Pending::Restart(_) | Pending::Heal(..) | Pending::Crash(_) => {}
             }
         }
         if failover {

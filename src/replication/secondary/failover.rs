@@ -142,7 +142,11 @@ fn run(
     report.pull_ms = started.elapsed().as_millis() as u64;
     report.end = apply_all(sec)?;
     report.apply_ms = started.elapsed().as_millis() as u64 - report.pull_ms;
+    let pulled = pulled_ranges(sec, &app.pool, from, report.bytes_from_bunker);
     promote(app, sec, uuid, epoch)?;
+    if let Some(v) = app.replication.volume(&sec.name) {
+        *v.pulled.lock().expect("pulled ranges") = Some(pulled?);
+    }
     if let Some(nqn) = &req.nqn {
         crate::nvmf::setup::add_namespace(app, nqn, &sec.name, None, None, None)
             .map_err(|e| e.to_string())?;
@@ -151,6 +155,21 @@ fn run(
     report.total_ms = started.elapsed().as_millis() as u64;
     tracing::info!(volume = sec.name, ?report, "failover complete: serving as primary");
     Ok(report)
+}
+
+/// The volume ranges of the entries a failover pulled into the staging log from `from`
+/// (none if nothing was pulled): see [`crate::replication::volume::VolumeShared::pulled`].
+pub fn pulled_ranges(
+    sec: &Secondary,
+    pool: &crate::sys::DmaPool,
+    from: u64,
+    bytes: u64,
+) -> Result<Vec<(u64, u64)>, String> {
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    crate::replication::volume::open::ranges_since(&sec.staging.log, pool, from)
+        .map_err(|e| format!("reading back what the failover pulled: {e}"))
 }
 
 /// Streams `[from, bunker's end)` of the bunker's copy into the staging log (a [`Pull`] on a

@@ -62,8 +62,20 @@ pub enum OnBunkerLoss {
 /// Most writes a volume keeps in flight (bounds recovery's hole window too).
 pub const MAX_INFLIGHT: usize = 128;
 
-/// A secondary to ship to, with the volume ranges `(lba, blocks)` to resend first (failback).
-pub type SecondaryRequest = (SocketAddr, Vec<(u64, u64)>);
+/// A secondary to ship to, as `replication_create` asks (built by
+/// [`crate::replication::migrate::secondary_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondaryRequest {
+    /// Its replication address.
+    pub addr: SocketAddr,
+    /// Without a dirty-block map: volume ranges `(lba, blocks)` resent before the log applies
+    /// (failback), held in memory only.
+    pub resync: Vec<(u64, u64)>,
+    /// With a dirty-block map: ranges to mark dirty and the floor from which every dirty
+    /// granule is resent (taken before the ranges were computed, so writes meanwhile count).
+    /// Recorded at the next checkpoint, so the resend survives a restart.
+    pub resend: Option<(Vec<(u64, u64)>, u64)>,
+}
 /// Capacity of the hand-over queue into the home reactor.
 pub const REQUEST_QUEUE: usize = 1024;
 
@@ -165,6 +177,11 @@ pub struct VolumeShared {
     pub deleted: AtomicBool,
     /// Set by the home poller as it ends: nothing of the volume is in flight any more.
     pub closed: AtomicBool,
+    /// A promoted replica: the volume ranges of the entries its failover pulled from the
+    /// bunker. The old primary may lack some of them (its own copies were in flight when it
+    /// failed, and its recovery dropped them), so its failback resends them. `None`: not
+    /// known any more (it restarted): the failback resends the whole volume.
+    pub pulled: Mutex<Option<Vec<(u64, u64)>>>,
     /// The log keeps a dirty-block map, so a secondary can be (re)synchronised at any time.
     pub dirty_map: AtomicBool,
 }
@@ -198,6 +215,7 @@ impl VolumeShared {
             refused: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            pulled: Mutex::new(Some(Vec::new())),
             dirty_map: AtomicBool::new(false),
         }
     }

@@ -21,10 +21,10 @@ pub(super) enum Phase {
     /// Migration: waiting for the primary to drain.
     Draining { since: Nanos },
     /// Pulling the bunker's tail.
-    Pulling { outcome: PullOutcome, epoch: u64, uuid: [u8; 16] },
+    Pulling { outcome: PullOutcome, epoch: u64, uuid: [u8; 16], from: u64 },
     /// Waiting for the applier to apply everything, then for it to hold; `planned` for a
-    /// migration.
-    Applying { epoch: u64, uuid: [u8; 16], planned: bool },
+    /// migration; `pulled`: (first LSN, bytes) pulled from the bunker.
+    Applying { epoch: u64, uuid: [u8; 16], planned: bool, pulled: (u64, u64) },
 }
 
 impl Cluster {
@@ -79,7 +79,7 @@ impl Cluster {
         let pull =
             Pull::new(sec, node.pool.clone(), (addr(BUNKER), hello, &net), geo, from, outcome.clone())?;
         node.reactor.as_mut().expect("secondary is up").add_poller(Box::new(pull), self.clock.now());
-        self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid });
+        self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid, from });
         self.event(format!("failover begins at epoch {epoch}: pulling from LSN {from}"));
         Ok(())
     }
@@ -100,14 +100,15 @@ impl Cluster {
                 self.failing_over = self.drain_step(since);
                 Ok(false)
             }
-            Some(Phase::Pulling { outcome, epoch, uuid }) => {
+            Some(Phase::Pulling { outcome, epoch, uuid, from }) => {
                 let result = outcome.lock().expect("pull outcome").take();
                 let done = result.is_some();
                 match result {
-                    None => self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid }),
+                    None => self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid, from }),
                     Some(Ok(bytes)) => {
                         self.event(format!("pulled {bytes} bytes from the bunker"));
-                        self.failing_over = Some(Phase::Applying { epoch, uuid, planned: false });
+                        let pulled = (from, bytes);
+                        self.failing_over = Some(Phase::Applying { epoch, uuid, planned: false, pulled });
                     }
                     // The bunker refused before taking the epoch: the old primary may go on.
                     Some(Err(e)) if e.contains(OUT_OF_STEP) => {
@@ -124,13 +125,21 @@ impl Cluster {
                 }
                 Ok(done)
             }
-            Some(Phase::Applying { epoch, uuid, planned }) => self.finish_failover(epoch, uuid, planned),
+            Some(Phase::Applying { epoch, uuid, planned, pulled }) => {
+                self.finish_failover(epoch, uuid, planned, pulled)
+            }
         }
     }
 
     /// Once everything pulled is applied and the applier holds: promote; the old primary is
     /// demoted at once (migration) or restarts later and must find itself fenced (failover).
-    fn finish_failover(&mut self, epoch: u64, uuid: [u8; 16], planned: bool) -> Result<bool, String> {
+    fn finish_failover(
+        &mut self,
+        epoch: u64,
+        uuid: [u8; 16],
+        planned: bool,
+        pulled: (u64, u64),
+    ) -> Result<bool, String> {
         let r = self.replica.expect("a failover has a replica");
         let Some(sec) = self.nodes[r].secondary.clone() else { return Ok(false) };
         let st = sec.staging.state.lock().expect("state").clone();
@@ -139,9 +148,14 @@ impl Cluster {
         }
         sec.hold.store(st.applied >= st.durable_end, Ordering::Release);
         if !sec.held.load(Ordering::Acquire) {
-            self.failing_over = Some(Phase::Applying { epoch, uuid, planned });
+            self.failing_over = Some(Phase::Applying { epoch, uuid, planned, pulled });
             return Ok(false);
         }
+        let node = &self.nodes[r];
+        node.disks.iter().for_each(|d| d.set_immediate(true));
+        let ranges = failover::pulled_ranges(&sec, &node.pool, pulled.0, pulled.1);
+        node.disks.iter().for_each(|d| d.set_immediate(false));
+        let ranges = ranges.map_err(|e| format!("failover: {e}"))?;
         failover::retire(&sec, &self.nodes[r].bunkers);
         let cfg = VolumeConfig { net: Net(self.net.dialer(r)), ..failover::promoted(&sec, uuid, epoch) };
         self.nodes[r].secondary = None;
@@ -153,7 +167,7 @@ impl Cluster {
             self.host.lost_primary();
             self.demote(old, false)?;
             self.open_volume(r, &cfg, Some("after the migration"))?;
-            self.attach(r, old, Vec::new());
+            self.attach(r, old, Vec::new())?;
             self.out.migrations += 1;
             self.event(format!(
                 "migration done: {} serves at epoch {epoch} from LSN {}",
@@ -164,6 +178,9 @@ impl Cluster {
         (self.fork, self.fenced_node) = (Some(st.applied), Some(old));
         self.host.failed_over();
         self.open_volume(r, &cfg, Some("after the failover"))?;
+        if let Some((shared, _)) = self.nodes[r].volume.as_ref() {
+            *shared.pulled.lock().expect("pulled ranges") = Some(ranges);
+        }
         self.out.failovers += 1;
         self.event(format!("failover done: {} serves at epoch {epoch} from LSN {}", NAMES[r], st.applied));
         // The old primary comes back later: it must find itself fenced, then fails back.

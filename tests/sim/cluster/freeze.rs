@@ -39,7 +39,6 @@ impl Cluster {
             if now - since > PATIENCE {
                 self.thaw(&sec);
                 self.out.freezes_given_up += 1;
-                self.event("a freeze of the replica gave up waiting for the applier".into());
             }
             return Ok(false);
         }

@@ -85,7 +85,7 @@ impl Cluster {
         let divergent = divergent.map_err(|e| format!("failback: {e}"))?;
         let blocks: u64 = divergent.iter().map(|r| r.1).sum();
         self.demote(old, !divergent.is_empty())?;
-        self.attach(self.serving, old, divergent);
+        self.attach(self.serving, old, divergent)?;
         self.fenced_node = None;
         self.out.failbacks += 1;
         self.event(format!("failback: {} rejoins as secondary, {blocks} divergent blocks", NAMES[old]));
@@ -117,15 +117,50 @@ impl Cluster {
         Ok(())
     }
 
-    /// `replication_create` on primary `p` towards node `to` (resending `resync` first); a
-    /// restart of `p` ships to it too.
-    pub(super) fn attach(&mut self, p: usize, to: usize, resync: Vec<(u64, u64)>) {
-        if let Role::Primary(cfg) = &mut self.roles[p] {
-            cfg.secondary = Some(addr(to));
+    /// `replication_create` on primary `p` towards node `to` (failback: `divergent` rolled
+    /// back); the volume records it at its next checkpoint, and the operator asks again if `p`
+    /// restarts without it recorded. One time in three either node crashes soon after, while
+    /// the new secondary is being brought in step.
+    pub(super) fn attach(&mut self, p: usize, to: usize, divergent: Vec<(u64, u64)>) -> Result<(), String> {
+        self.asked = Some((to, divergent.clone()));
+        if self.rng.below(3) == 0 {
+            let (victim, after) = ([p, to][self.rng.below(2) as usize], self.rng.below(50 * MS));
+            self.later(after, Pending::Crash(victim));
         }
-        if let Some((shared, _)) = self.nodes[p].volume.as_ref() {
-            *shared.secondary_req.lock().expect("secondary request") = Some((addr(to), resync));
-            shared.wake_home();
+        let node = &self.nodes[p];
+        let Some((shared, _)) = node.volume.as_ref() else { return Ok(()) };
+        let Role::Primary(cfg) = &self.roles[p] else { return Ok(()) };
+        node.disks.iter().for_each(|d| d.set_immediate(true));
+        let req =
+            migrate::secondary_request(shared, &cfg.log, VOLUME_BLOCKS, &node.pool, addr(to), divergent);
+        node.disks.iter().for_each(|d| d.set_immediate(false));
+        let req = req.map_err(|e| format!("replication_create: {e}"))?;
+        *shared.secondary_req.lock().expect("secondary request") = Some(req);
+        shared.wake_home();
+        Ok(())
+    }
+
+    /// A restarted primary ships to the secondary its superblock records (as `examine`
+    /// reopens it); if the operator's request never reached it, the operator asks again.
+    pub(super) fn recorded_secondary(&self, n: usize, cfg: &VolumeConfig) -> Option<SocketAddr> {
+        let node = &self.nodes[n];
+        node.disks.iter().for_each(|d| d.set_immediate(true));
+        let sb = open::read_superblock(&cfg.log, &node.pool);
+        node.disks.iter().for_each(|d| d.set_immediate(false));
+        match sb {
+            Some(sb) if sb.volume_name == cfg.name => sb.setup.secondary.parse().ok(),
+            _ => cfg.secondary, // formatted now: as configured
+        }
+    }
+
+    /// After primary `n` opened: ask again for a secondary it did not record.
+    pub(super) fn ask_again(&mut self, n: usize, recorded: Option<SocketAddr>) -> Result<(), String> {
+        match (self.replica, self.asked.clone()) {
+            (Some(r), Some((to, divergent))) if n == self.serving && r == to && recorded.is_none() => {
+                self.event(format!("{} restarted without its secondary recorded: asked again", NAMES[n]));
+                self.attach(n, to, divergent)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -163,7 +198,7 @@ impl Cluster {
         match failover::begin(&sec, &req) {
             Ok((epoch, _, uuid, _)) => {
                 self.event(format!("drained to LSN {end}: {} takes epoch {epoch}", NAMES[r]));
-                Some(Phase::Applying { epoch, uuid, planned: true })
+                Some(Phase::Applying { epoch, uuid, planned: true, pulled: (0, 0) })
             }
             Err(e) => self.abandon_migration(e),
         }

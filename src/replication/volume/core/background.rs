@@ -238,34 +238,46 @@ impl Poller for VolumeCore {
 impl VolumeCore {
     /// Picks up a secondary named by `replication_create`, and records it in the superblock.
     fn take_secondary(&mut self) {
-        let Some((addr, resync)) = self.shared.secondary_req.try_lock().ok().and_then(|mut g| g.take())
-        else {
+        let Some(req) = self.shared.secondary_req.try_lock().ok().and_then(|mut g| g.take()) else {
             return;
         };
         if self.ship.is_some() {
             return;
         }
-        // Ship from the log's origin, holding the head there, while those entries are intact;
-        // beyond that, the secondary gets the whole volume (initial synchronisation) from the
-        // dirty-block map, with shipping from the applied end meanwhile.
         let (log, origin) = (&self.shared.log, self.shared.origin_lsn);
         let intact = log.tail() - origin <= self.geo.ring_sectors / 2;
-        if !intact && self.dirty.is_none() {
-            self.alarm =
-                Some("the secondary came too late: the volume needs an initial synchronisation".into());
-            return;
-        }
-        if intact {
-            log.lower_head(origin);
-        } else {
-            (self.oos, self.floor) = (true, 0);
-        }
-        self.sb.setup.secondary = addr.to_string();
+        // Asked while the log still held everything since its origin, but no longer: the
+        // whole volume is resent instead.
+        let everything = (vec![(0, self.sb.volume_blocks)], log.committed());
+        let resend = req.resend.or_else(|| (!intact).then_some(everything));
+        let from = match (resend, self.dirty.as_mut()) {
+            // Blocks resent from the dirty-block map (failback, initial synchronisation):
+            // marked now, recorded with the floor and "out of step" at the next checkpoint;
+            // the secondary is resynchronised when it attaches, with shipping from the head.
+            (Some((ranges, floor)), Some(map)) => {
+                let tail = log.tail();
+                for (lba, blocks) in ranges {
+                    map.mark(lba, blocks, tail);
+                }
+                (self.oos, self.floor, self.oos_hold) = (true, floor, Some(log.head()));
+                log.head()
+            }
+            // The log still holds everything since its origin: ship from there, holding the head.
+            _ if intact => {
+                log.lower_head(origin);
+                origin
+            }
+            _ => {
+                self.alarm =
+                    Some("the secondary came too late: the volume needs an initial synchronisation".into());
+                return;
+            }
+        };
+        self.sb.setup.secondary = req.addr.to_string();
         self.sb_dirty = true;
-        let from = if intact { origin } else { log.head() };
-        let shipper = ship::Shipper::new(addr, Self::hello(&self.shared, &self.sb), from, &self.net);
-        self.ship = Some(if resync.is_empty() { shipper } else { shipper.with_resync(resync) });
-        tracing::info!(volume = self.shared.name, secondary = %addr, "shipping to the secondary");
+        let shipper = ship::Shipper::new(req.addr, Self::hello(&self.shared, &self.sb), from, &self.net);
+        self.ship = Some(if req.resync.is_empty() { shipper } else { shipper.with_resync(req.resync) });
+        tracing::info!(volume = self.shared.name, secondary = %req.addr, "shipping to the secondary");
     }
 
     fn fail_waiting(&mut self) {
