@@ -160,23 +160,32 @@ impl Bunkers {
             let (a, b) = two.split_at(log.block_size() as usize);
             Superblock::choose(a, b).ok()
         });
-        let vol = self.create_as(name, log, None)?;
-        if let Some(sb) = sb.filter(|sb| sb.role == 1 && sb.volume_name == name) {
-            tracing::info!(volume = name, epoch = sb.epoch, head = sb.head_lsn, "bunker log resumed");
-            let inventory = inventory::scan(&vol.log, pool, &sb);
-            // The bunker's superblock records the attach's head as its checkpoint: resuming
-            // sets head, durable end and generation from it.
-            *vol.state.lock().expect("bunker state") = BunkerState { inventory, ..BunkerState::resumed(&sb) };
+        if self.get(name).is_some() {
+            return Err(format!("a bunker or staging log for volume {name:?} already exists"));
         }
+        let state = match sb.filter(|sb| sb.role == 1 && sb.volume_name == name) {
+            Some(sb) => {
+                tracing::info!(volume = name, epoch = sb.epoch, head = sb.head_lsn, "bunker log resumed");
+                let inventory = inventory::scan(&log, pool, &sb);
+                // The bunker's superblock records the attach's head as its checkpoint: resuming
+                // sets head, durable end and generation from it.
+                BunkerState { inventory, ..BunkerState::resumed(&sb) }
+            }
+            None => BunkerState::default(),
+        };
+        self.create_as(name, log, None, state)?;
         Ok(())
     }
 
     /// Registers a volume's bunker log, or with `staging` a secondary's staging log.
+    /// It is registered with its state `state` already in place (what it resumed, read before):
+    /// a peer attaching at once must never see a default state replaced afterwards.
     pub fn create_as(
         &self,
         name: &str,
         log: Arc<dyn Bdev>,
         staging: Option<Arc<dyn Bdev>>,
+        state: BunkerState,
     ) -> Result<Arc<BunkerVolume>, String> {
         let (data, staging) = (staging.clone(), staging.is_some());
         let mut v = self.volumes.lock().expect("bunkers lock");
@@ -194,7 +203,7 @@ impl Bunkers {
             } else {
                 None
             },
-            state: Mutex::new(BunkerState::default()),
+            state: Mutex::new(state),
         });
         v.insert(name.into(), vol.clone());
         Ok(vol)

@@ -74,26 +74,15 @@ pub fn assemble(
 ) -> Result<Arc<Secondary>, String> {
     let resumed = read_staging_superblock(pool, &staging)
         .filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
-    let vol = bunkers.create_as(name, staging.clone(), Some(data.clone()))?;
-    if let Some(sb) = &resumed {
-        let mut st = BunkerState::resumed(sb);
-        if !sb.out_of_sync {
-            // Every entry received before the crash is still there, and the applier may have
-            // applied any of them: it re-applies them all before the replica is consistent.
-            let found = super::bunker::inventory::scan(&staging, pool, sb);
-            st.durable_end = super::bunker::inventory::contiguous_end(&found, st.applied);
-            st.consistent_at = st.consistent_at.max(st.durable_end);
-        }
-        tracing::info!(
-            volume = name,
-            applied = sb.checkpoint_lsn,
-            received = st.durable_end,
-            epoch = sb.epoch,
-            "staging log resumed"
-        );
-        *vol.state.lock().expect("bunker state") = st;
+    if bunkers.get(name).is_some() {
+        return Err(format!("a bunker or staging log for volume {name:?} already exists"));
     }
-    vol.state.lock().expect("bunker state").resync_pending |= resync;
+    let mut st = match &resumed {
+        Some(sb) => resume_staging(&staging, pool, sb),
+        None => BunkerState::default(),
+    };
+    st.resync_pending |= resync;
+    let vol = bunkers.create_as(name, staging.clone(), Some(data.clone()), st)?;
     Ok(Arc::new(Secondary {
         name: name.into(),
         staging: vol,
@@ -105,6 +94,26 @@ pub fn assemble(
         held: AtomicBool::new(false),
         retired: AtomicBool::new(false),
     }))
+}
+
+/// The state a staging log resumes with: what its superblock says, and (unless it was
+/// resynchronising) every entry received before a crash, which the applier may have applied in
+/// part: it re-applies them all before the replica is consistent.
+fn resume_staging(staging: &Arc<dyn Bdev>, pool: &crate::sys::DmaPool, sb: &Superblock) -> BunkerState {
+    let mut st = BunkerState::resumed(sb);
+    if !sb.out_of_sync {
+        let found = super::bunker::inventory::scan(staging, pool, sb);
+        st.durable_end = super::bunker::inventory::contiguous_end(&found, st.applied);
+        st.consistent_at = st.consistent_at.max(st.durable_end);
+    }
+    tracing::info!(
+        volume = sb.volume_name,
+        applied = sb.checkpoint_lsn,
+        received = st.durable_end,
+        epoch = sb.epoch,
+        "staging log resumed"
+    );
+    st
 }
 
 /// The staging log's superblock for state `st`, recording `applied` as applied (and whether a
