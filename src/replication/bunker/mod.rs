@@ -253,7 +253,7 @@ pub struct BunkerConn {
     next_lsn: u64,
     /// Staging role: the applied end last reported to the primary.
     applied_sent: u64,
-    /// Bunker role: the HelloAck to send once the attach's superblock is durable.
+    /// The HelloAck to send once the attach's superblock is durable.
     hello_ack: Option<u64>,
     /// Failback resync into the replica volume.
     resync: resync::Resync,
@@ -455,13 +455,11 @@ impl BunkerConn {
             }
         }
         let geo = LogGeometry { sector, ring_start: 2, ring_sectors: ring };
-        let staging = vol.staging;
         self.att = Some(Attached { vol, ch, geo, epoch });
-        if staging {
-            self.framed.queue(&Msg::HelloAck { durable_end });
-        } else if self.write_superblock(uuid, epoch, head, volume) {
+        if self.write_superblock(uuid, epoch, head, volume) {
             // The epoch is durable before the peer hears it is attached: a bunker restarted
-            // right after a failover's attach still fences the old primary.
+            // right after a failover's attach still fences the old primary (and a staging log
+            // restarted before its first commit knows what it held).
             self.hello_ack = Some(durable_end);
         } else {
             return Err("the bunker could not record the attach in its superblock".into());
@@ -472,6 +470,16 @@ impl BunkerConn {
 
     fn write_superblock(&mut self, uuid: [u8; 16], epoch: u64, head: u64, volume: &str) -> bool {
         let Some(a) = self.att.as_mut() else { return false };
+        if let Some(data) = a.vol.data.as_ref() {
+            // A staging log records the attach too, before any entry can be applied: a
+            // secondary restarted before its first commit then knows what it may have applied.
+            let sb = {
+                let mut st = a.vol.state.lock().expect("bunker state");
+                let applied = st.applied;
+                crate::replication::secondary::staging_superblock(&mut st, volume, data.as_ref(), applied)
+            };
+            return sb.write_io(&self.pool, SUPER_TAG).is_some_and(|io| a.ch.submit(io).is_ok());
+        }
         let generation = {
             let mut st = a.vol.state.lock().expect("bunker state");
             st.sb_generation = st.sb_generation.max(1) + 1;
