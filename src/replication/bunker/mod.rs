@@ -160,9 +160,7 @@ impl Bunkers {
             let (a, b) = two.split_at(log.block_size() as usize);
             Superblock::choose(a, b).ok()
         });
-        if self.get(name).is_some() {
-            return Err(format!("a bunker or staging log for volume {name:?} already exists"));
-        }
+        self.absent(name)?;
         let state = match sb.filter(|sb| sb.role == 1 && sb.volume_name == name) {
             Some(sb) => {
                 tracing::info!(volume = name, epoch = sb.epoch, head = sb.head_lsn, "bunker log resumed");
@@ -207,6 +205,14 @@ impl Bunkers {
         });
         v.insert(name.into(), vol.clone());
         Ok(vol)
+    }
+
+    /// Refuses a name already registered (checked before a resume reads a whole ring).
+    pub fn absent(&self, name: &str) -> Result<(), String> {
+        match self.get(name) {
+            Some(_) => Err(format!("a bunker or staging log for volume {name:?} already exists")),
+            None => Ok(()),
+        }
     }
 
     /// Looks one up.

@@ -142,10 +142,11 @@ fn run(
     report.pull_ms = started.elapsed().as_millis() as u64;
     report.end = apply_all(sec)?;
     report.apply_ms = started.elapsed().as_millis() as u64 - report.pull_ms;
-    let pulled = pulled_ranges(sec, &app.pool, from, report.bytes_from_bunker);
+    // Read before promoting: a failure here must not leave a promoted volume reported failed.
+    let pulled = pulled_ranges(sec, &app.pool, from, report.bytes_from_bunker)?;
     promote(app, sec, uuid, epoch)?;
     if let Some(v) = app.replication.volume(&sec.name) {
-        *v.pulled.lock().expect("pulled ranges") = Some(pulled?);
+        *v.pulled.lock().expect("pulled ranges") = Some(pulled);
     }
     if let Some(nqn) = &req.nqn {
         crate::nvmf::setup::add_namespace(app, nqn, &sec.name, None, None, None)

@@ -74,9 +74,7 @@ pub fn assemble(
 ) -> Result<Arc<Secondary>, String> {
     let resumed = read_staging_superblock(pool, &staging)
         .filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
-    if bunkers.get(name).is_some() {
-        return Err(format!("a bunker or staging log for volume {name:?} already exists"));
-    }
+    bunkers.absent(name)?;
     let mut st = match &resumed {
         Some(sb) => resume_staging(&staging, pool, sb),
         None => BunkerState::default(),
