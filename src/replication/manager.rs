@@ -170,7 +170,18 @@ pub fn examine(app: &Arc<App>) -> Vec<String> {
         if bdev.product_name() == "ferrite replicated volume" || app.bdevs.claimed_by(bdev.name()).is_some() {
             continue;
         }
-        let Some(sb) = open::read_superblock(&bdev, &app.pool) else { continue };
+        let sb = match open::read_superblock(&bdev, &app.pool) {
+            Ok(Some(sb)) => sb,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(
+                    bdev = bdev.name(),
+                    error = e,
+                    "examine: cannot read a superblock; not reopened"
+                );
+                continue;
+            }
+        };
         if sb.role != 0 || app.replication.volume(&sb.volume_name).is_some() {
             continue;
         }

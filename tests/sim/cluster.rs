@@ -56,12 +56,14 @@ pub struct Plan {
     pub faults: bool,
     /// Every run fails over once (the primary stalls without its bunker), at a seeded moment.
     pub failover: bool,
+    /// While faults run, one disk I/O in this many fails (0: none).
+    pub disk_errors: u64,
 }
 
 impl Plan {
     /// `ms` milliseconds of faults, then up to two minutes to converge.
     pub fn faulty_ms(ms: u64) -> Plan {
-        Plan { faulty: ms * MS, settle: 120 * S, faults: true, failover: false }
+        Plan { faulty: ms * MS, settle: 120 * S, faults: true, failover: false, disk_errors: 4_000 }
     }
 }
 
@@ -74,6 +76,8 @@ pub struct Outcome {
     pub reads: u64,
     /// Crashes and restarts.
     pub crashes: u64,
+    /// Disk I/O errors injected (each node that saw one was restarted, as an operator would).
+    pub io_errors: u64,
     /// Link cuts.
     pub cuts: u64,
     /// Volume blocks the secondary took as resyncs from the dirty-block map (it fell out of
@@ -103,6 +107,8 @@ struct Node {
     reactor: Option<Reactor>,
     pool: DmaPool,
     disks: Vec<SimDisk>,
+    /// Disk errors already answered with a restart.
+    errors_seen: u64,
     volume: Option<(Arc<VolumeShared>, Channel)>,
     secondary: Option<Arc<Secondary>>,
     bunkers: Arc<Bunkers>,
@@ -118,6 +124,8 @@ enum Pending {
     Failback,
     /// Crash a node (and restart it later).
     Crash(usize),
+    /// Restart a node whose disk failed an I/O (its components stop on an error).
+    Replace(usize),
 }
 
 /// The simulated cluster.
@@ -159,6 +167,8 @@ pub struct Cluster {
     frozen_since: Option<Nanos>,
     /// The next freeze of the replica.
     next_freeze: Nanos,
+    /// One disk I/O in this many fails (0: none), outside the operator's own steps.
+    disk_error_rate: u64,
 }
 
 fn pool() -> DmaPool {
@@ -192,6 +202,7 @@ impl Cluster {
                 reactor: None,
                 pool: pool(),
                 disks,
+                errors_seen: 0,
                 volume: None,
                 secondary: None,
                 bunkers: Arc::new(Bunkers::default()),
@@ -220,6 +231,7 @@ impl Cluster {
             on_bunker_loss: OnBunkerLoss::LocalOnly,
             frozen_since: None,
             next_freeze: 0,
+            disk_error_rate: 0,
         };
         if c.rng.below(2) == 0 || plan.failover {
             c.on_bunker_loss = OnBunkerLoss::Stall;
@@ -233,6 +245,9 @@ impl Cluster {
         for n in [BUNKER, SECONDARY, PRIMARY] {
             c.start(n)?;
         }
+        if plan.faults {
+            c.set_disk_errors(plan.disk_errors);
+        }
         Ok(c)
     }
 
@@ -244,7 +259,62 @@ impl Cluster {
         self.trace.push(format!("{:>9.3}ms {what}", self.now() as f64 / MS as f64));
     }
 
+    /// Starts node `n` in its role. A start that fails because a disk failed an I/O leaves the
+    /// node down and tries again later; any other failure is a broken invariant.
     fn start(&mut self, n: usize) -> Result<(), String> {
+        let before = self.disk_errors(n);
+        match self.start_role(n) {
+            Err(e) if self.disk_errors(n) > before => {
+                self.nodes[n].errors_seen = self.disk_errors(n);
+                self.event(format!("{} failed to start on a disk error: {e}", NAMES[n]));
+                self.crash(n);
+                let down = 10 * MS + self.rng.below(500 * MS);
+                self.later(down, Pending::Restart(n));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn set_disk_errors(&mut self, one_in: u64) {
+        self.disk_error_rate = one_in;
+        self.nodes.iter().flat_map(|n| &n.disks).for_each(|d| d.set_errors(one_in));
+    }
+
+    /// Runs an operator's step with no disk errors while it runs: the operator's own
+    /// synchronous steps (scans, demotion, promotion) are not where errors are hunted; what
+    /// they start runs on afterwards with errors back on.
+    fn operator_step<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.nodes.iter().flat_map(|n| &n.disks).for_each(|d| d.set_errors(0));
+        let out = f(self);
+        self.nodes.iter().flat_map(|n| &n.disks).for_each(|d| d.set_errors(self.disk_error_rate));
+        out
+    }
+
+    /// Disk errors node `n` has seen.
+    fn disk_errors(&self, n: usize) -> u64 {
+        self.nodes[n].disks.iter().map(SimDisk::errors).sum()
+    }
+
+    /// Nodes whose disk failed an I/O since the last look are restarted soon, as an operator
+    /// would: ferrite stops a volume, a bunker log or an applier on an I/O error, and recovers
+    /// on restart.
+    fn disk_failures(&mut self) {
+        for n in 0..self.nodes.len() {
+            let errors = self.disk_errors(n);
+            if errors > self.nodes[n].errors_seen && self.nodes[n].reactor.is_some() {
+                self.out.io_errors += errors - self.nodes[n].errors_seen;
+                self.nodes[n].errors_seen = errors;
+                let last = self.nodes[n].disks.iter().filter(|d| d.errors() > 0).map(SimDisk::last_error);
+                let what = last.collect::<Vec<_>>().join(", ");
+                self.event(format!("{} saw a disk error ({what}): restart soon", NAMES[n]));
+                let after = self.rng.below(50 * MS);
+                self.later(after, Pending::Replace(n));
+            }
+        }
+    }
+
+    fn start_role(&mut self, n: usize) -> Result<(), String> {
         self.net.restart(n);
         self.nodes[n].reactor = Some(Reactor::local_set(1).map_err(|e| e.to_string())?.remove(0));
         match self.roles[n].clone() {
@@ -411,7 +481,7 @@ impl Cluster {
                 busy |= r.poll_once(now);
             }
         }
-        busy |= self.failover_step()?;
+        busy |= self.operator_step(Self::failover_step)?;
         busy |= self.freeze_step()?;
         let node = &mut self.nodes[self.serving];
         if let Some((_, ch)) = node.volume.as_mut() {
@@ -449,11 +519,13 @@ impl Cluster {
                     self.net.set_cut(a, b, false);
                     self.event(format!("{} -> {} healed", NAMES[a], NAMES[b]));
                 }
-                Pending::Failover => self.begin_failover()?,
-                Pending::Failback => self.failback()?,
+                Pending::Failover => self.operator_step(Self::begin_failover)?,
+                Pending::Failback => self.operator_step(Self::failback)?,
                 Pending::Crash(n) => self.crash_and_restart(n),
+                Pending::Replace(n) => self.replace(n)?,
             }
         }
+        self.disk_failures();
         if now >= self.next_fault {
             self.next_fault = now + self.rng.below(2 * S);
             self.inject()?;
@@ -467,6 +539,15 @@ impl Cluster {
             let down = 50 * MS + self.rng.below(3 * S);
             self.later(down, Pending::Restart(n));
         }
+    }
+
+    /// Restarts node `n` at once (it loses its write cache, as on a crash).
+    fn replace(&mut self, n: usize) -> Result<(), String> {
+        if self.nodes[n].reactor.is_some() {
+            self.crash(n);
+            self.start(n)?;
+        }
+        Ok(())
     }
 
     fn later(&mut self, after: Nanos, p: Pending) {
@@ -495,7 +576,7 @@ impl Cluster {
                     span / MS
                 ));
             }
-            9 if self.failing_over.is_none() => self.operator()?,
+            9 if self.failing_over.is_none() => self.operator_step(Self::operator)?,
             _ => {
                 self.net.reset_one();
                 self.event("a connection reset".into());
@@ -508,6 +589,8 @@ impl Cluster {
     /// everything the primary committed; then compare.
     fn settle(&mut self, bound: Nanos) -> Result<(), String> {
         self.net.heal();
+        self.set_disk_errors(0);
+        self.disk_failures();
         self.event("faults stopped".into());
         let deadline = self.now() + bound;
         loop {
@@ -549,6 +632,7 @@ impl Cluster {
         for (_, p) in pending {
             match p {
                 Pending::Restart(n) if self.nodes[n].reactor.is_none() => self.start(n)?,
+                Pending::Replace(n) => self.replace(n)?,
                 Pending::Failover => failover = true,
                 Pending::Failback => failback = true,
                 Pending::Restart(_) | Pending::Heal(..) | Pending::Crash(_) => {}

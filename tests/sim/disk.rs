@@ -1,5 +1,7 @@
 //! A simulated block device: latency drawn from the seeded generator, a volatile write cache
-//! that a crash loses, writes torn block by block when a crash catches them in flight.
+//! that a crash loses, writes torn block by block when a crash catches them in flight, and
+//! (when switched on) I/O errors at a low rate: a failed read returns nothing, a failed write
+//! or flush may have done any part of its work, as a real device's may.
 //!
 //! It implements ferrite's `Bdev`, so the change log, bunker and secondary code run on it
 //! unchanged. Effects happen when an I/O's due time passes (not when it is submitted); a crash
@@ -36,6 +38,12 @@ pub struct DiskState {
     /// Complete every I/O at once (control-plane work such as recovery, which polls without
     /// letting virtual time pass).
     pub immediate: bool,
+    /// One I/O in this many fails with EIO (0: none).
+    error_one_in: u64,
+    /// I/O errors returned so far.
+    errors: u64,
+    /// The last one: what it was and where.
+    last_error: String,
 }
 
 /// A simulated device.
@@ -67,6 +75,9 @@ impl SimDisk {
             rng: Rng::new(seed),
             clock,
             immediate: false,
+            error_one_in: 0,
+            errors: 0,
+            last_error: String::new(),
         };
         SimDisk { name: name.into(), block_size, blocks, st: Arc::new(Mutex::new(st)) }
     }
@@ -115,6 +126,21 @@ impl SimDisk {
         self.state().immediate = on;
     }
 
+    /// Makes one I/O in `one_in` fail (0: none).
+    pub fn set_errors(&self, one_in: u64) {
+        self.state().error_one_in = one_in;
+    }
+
+    /// I/O errors returned so far.
+    pub fn errors(&self) -> u64 {
+        self.state().errors
+    }
+
+    /// The last I/O error: its kind, blocks and device.
+    pub fn last_error(&self) -> String {
+        format!("{} on {}", self.state().last_error, self.name)
+    }
+
     /// The earliest due time of queued I/O.
     pub fn next_due(&self) -> Option<Nanos> {
         self.state().queue.iter().map(|o| o.due).min()
@@ -139,7 +165,11 @@ impl DiskState {
         let split = self.queue.iter().position(|o| !(immediate || o.due <= now)).unwrap_or(self.queue.len());
         let ready: Vec<Op> = self.queue.drain(..split).collect();
         for mut op in ready {
-            let status = self.execute(&mut op.io);
+            let status = if self.error_one_in > 0 && self.rng.below(self.error_one_in) == 0 {
+                self.fail(&op.io)
+            } else {
+                self.execute(&mut op.io)
+            };
             self.done.entry(op.chan).or_default().push(IoCompletion::of(op.io, status));
         }
     }
@@ -172,6 +202,40 @@ impl DiskState {
             }
         }
         IoStatus::Success
+    }
+
+    /// An I/O error: a write or flush may have done any part of its work (each block
+    /// independently), a read returns nothing.
+    fn fail(&mut self, io: &BdevIo) -> IoStatus {
+        self.errors += 1;
+        self.last_error = format!("{:?} of {} blocks at {}", io.ty, io.num_blocks, io.offset_blocks);
+        let b = self.block;
+        match (io.ty, io.buf.as_ref()) {
+            (IoType::Write, Some(buf)) => {
+                for (i, chunk) in buf.as_slice().chunks(b).enumerate() {
+                    if self.rng.below(2) == 0 {
+                        self.store(io.offset_blocks + i as u64, chunk, io.fua);
+                    }
+                }
+            }
+            (IoType::WriteZeroes | IoType::Unmap, _) => {
+                for lba in io.offset_blocks..io.offset_blocks + u64::from(io.num_blocks) {
+                    if self.rng.below(2) == 0 {
+                        self.store(lba, &vec![0; b], io.fua);
+                    }
+                }
+            }
+            (IoType::Flush, _) => {
+                for (lba, data) in std::mem::take(&mut self.cache) {
+                    match self.rng.below(2) {
+                        0 => self.put_media(lba, &data),
+                        _ => drop(self.cache.insert(lba, data)),
+                    }
+                }
+            }
+            _ => {}
+        }
+        IoStatus::IoError(libc::EIO)
     }
 
     fn store(&mut self, first: u64, data: &[u8], fua: bool) {

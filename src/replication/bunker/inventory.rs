@@ -18,15 +18,17 @@ const CHUNK: u64 = 2048;
 /// Largest entry in sectors (128 KiB of data and its header, in 512-byte sectors).
 const MAX_ENTRY: u64 = 258;
 
-/// The valid entries of the ring that `sb` describes: LSN → sectors.
-pub fn scan(log: &Arc<dyn Bdev>, pool: &DmaPool, sb: &Superblock) -> BTreeMap<u64, u32> {
+/// The valid entries of the ring that `sb` describes: LSN → sectors. A read error fails the
+/// scan: an inventory cut short would claim fewer entries than the log holds.
+pub fn scan(log: &Arc<dyn Bdev>, pool: &DmaPool, sb: &Superblock) -> Result<BTreeMap<u64, u32>, String> {
     let mut found = BTreeMap::new();
-    let Ok(mut ch) = Channel::new(log.clone()) else { return found };
+    let mut ch = Channel::new(log.clone()).map_err(|e| format!("opening {}: {e}", log.name()))?;
     let (ring, ss) = (sb.ring_sectors, sb.sector_size as usize);
     let mut p0 = 0;
     while p0 < ring {
         let n = (CHUNK + MAX_ENTRY).min(ring - p0);
-        let Ok(bytes) = sync::read(&mut ch, pool, sb.ring_start + p0, n as u32) else { break };
+        let bytes = sync::read(&mut ch, pool, sb.ring_start + p0, n as u32)
+            .map_err(|s| format!("reading {} for its inventory at sector {p0}: {s}", log.name()))?;
         for i in 0..CHUNK.min(ring - p0) {
             if let Some((lsn, sectors)) = entry_at(&bytes, i as usize, ss, p0 + i, ring) {
                 found.insert(lsn, sectors);
@@ -34,7 +36,7 @@ pub fn scan(log: &Arc<dyn Bdev>, pool: &DmaPool, sb: &Superblock) -> BTreeMap<u6
         }
         p0 += CHUNK;
     }
-    found
+    Ok(found)
 }
 
 /// The valid entry whose header is sector `i` of `bytes` (ring position `pos`), if any and
@@ -58,11 +60,34 @@ fn entry_at(bytes: &[u8], i: usize, ss: usize, pos: u64, ring: u64) -> Option<(u
     Some((lsn, h.sectors))
 }
 
-/// The end of the contiguous run of entries from `from`.
+/// The end of the contiguous run of entries from `from`. `from` may fall inside an entry (a
+/// transfer cut short mid-entry, since streams are cut in sectors, not entries): the run then
+/// goes on from that entry's end.
 pub fn contiguous_end(entries: &BTreeMap<u64, u32>, from: u64) -> u64 {
     let mut end = from;
+    if let Some((&start, &n)) = entries.range(..from).next_back() {
+        end = end.max(start + u64::from(n));
+    }
     while let Some(&n) = entries.get(&end) {
         end += u64::from(n);
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_starts_at_an_entry_or_inside_one() {
+        // Entries at 100 (9 sectors), 109 (17) and 126 (9); an older lap's entry at 3.
+        let entries = BTreeMap::from([(3, 9), (100, 9), (109, 17), (126, 9)]);
+        assert_eq!(contiguous_end(&entries, 100), 135);
+        // A pull cut after two sectors of the entry at 109 resumes at 111.
+        assert_eq!(contiguous_end(&entries, 111), 135);
+        // A gap ends the run; a start past every entry holds nothing.
+        assert_eq!(contiguous_end(&entries, 12), 12);
+        assert_eq!(contiguous_end(&entries, 135), 135);
+        assert_eq!(contiguous_end(&BTreeMap::from([(100, 9), (120, 9)]), 100), 109);
+    }
 }

@@ -96,9 +96,10 @@ impl BunkerState {
         }
     }
 
-    /// Staging role: the replica volume is a consistent image now (see `consistent_at`).
+    /// Staging role: the replica volume is a consistent image now (see `consistent_at`). Not
+    /// after a failed apply: the failed write may have reached part of its blocks.
     pub fn consistent(&self) -> bool {
-        !self.resync_pending && self.applied >= self.consistent_at
+        !self.resync_pending && self.applied >= self.consistent_at && self.apply_error.is_none()
     }
 
     /// The volume's UUID.
@@ -155,16 +156,12 @@ impl Bunkers {
     /// identity, the highest epoch seen (so a restarted bunker still fences a failed-over
     /// primary) and the head. Nothing is claimed held until a primary attaches again.
     pub fn create(&self, name: &str, log: Arc<dyn Bdev>, pool: &DmaPool) -> Result<(), String> {
-        let sb = Channel::new(log.clone()).ok().and_then(|mut ch| {
-            let two = crate::bdev::sync::read(&mut ch, pool, 0, 2).ok()?;
-            let (a, b) = two.split_at(log.block_size() as usize);
-            Superblock::choose(a, b).ok()
-        });
+        let sb = crate::replication::volume::open::read_superblock(&log, pool)?;
         self.absent(name)?;
         let state = match sb.filter(|sb| sb.role == 1 && sb.volume_name == name) {
             Some(sb) => {
                 tracing::info!(volume = name, epoch = sb.epoch, head = sb.head_lsn, "bunker log resumed");
-                let inventory = inventory::scan(&log, pool, &sb);
+                let inventory = inventory::scan(&log, pool, &sb)?;
                 // The bunker's superblock records the attach's head as its checkpoint: resuming
                 // sets head, durable end and generation from it.
                 BunkerState { inventory, ..BunkerState::resumed(&sb) }

@@ -62,6 +62,9 @@ pub struct Applier {
     commit: Commit,
     next_commit: Nanos,
     failed: bool,
+    /// The first entry whose apply failed: the applied end never passes it (it is not on the
+    /// replica), so a restart applies it again.
+    failed_at: Option<u64>,
     /// The staging state's reset count this applier follows.
     resets: u64,
     done: Vec<IoCompletion>,
@@ -88,6 +91,7 @@ impl Applier {
             commit: Commit::Idle,
             next_commit: 0,
             failed: false,
+            failed_at: None,
             resets: 0,
             done: Vec::new(),
             watched: false,
@@ -104,7 +108,7 @@ impl Applier {
             (self.read_pos, self.parse_lsn, self.resets) = (st.applied, st.applied, st.resets);
             self.bytes.clear();
             self.ops.clear();
-            self.failed = false;
+            (self.failed, self.failed_at) = (false, None);
         }
         self.geo
     }
@@ -113,7 +117,7 @@ impl Applier {
     fn applied(&self) -> u64 {
         let first_inflight = self.inflight.iter().map(|f| f.1).min();
         let first_op = self.ops.front().map(|o| o.lsn);
-        [first_inflight, first_op].into_iter().flatten().min().unwrap_or(self.parse_lsn)
+        [first_inflight, first_op, self.failed_at].into_iter().flatten().min().unwrap_or(self.parse_lsn)
     }
 
     fn stop(&mut self, why: String) {
@@ -244,6 +248,7 @@ impl Applier {
         let Some(i) = self.inflight.iter().position(|f| f.0 == c.tag) else { return };
         let (_, lsn, end, lba, _) = self.inflight.swap_remove(i);
         if !c.status.is_success() {
+            self.failed_at = Some(self.failed_at.map_or(lsn, |f| f.min(lsn)));
             return self.stop(format!("applying LSN {lsn} to LBA {lba}: {}", c.status));
         }
         let mut st = self.sec.state.lock().expect("secondary state");

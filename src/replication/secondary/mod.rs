@@ -32,7 +32,7 @@ use serde::Serialize;
 use super::bunker::{BunkerState, BunkerVolume};
 use super::format::Superblock;
 use crate::app::App;
-use crate::bdev::{sync, Bdev, Channel};
+use crate::bdev::Bdev;
 use crate::reactor::Message;
 
 /// Superblock role of a staging log.
@@ -72,11 +72,11 @@ pub fn assemble(
     bunker: Option<SocketAddr>,
     resync: bool,
 ) -> Result<Arc<Secondary>, String> {
-    let resumed = read_staging_superblock(pool, &staging)
+    let resumed = super::volume::open::read_superblock(&staging, pool)?
         .filter(|sb| sb.role == ROLE_STAGING && sb.volume_name == name);
     bunkers.absent(name)?;
     let mut st = match &resumed {
-        Some(sb) => resume_staging(&staging, pool, sb),
+        Some(sb) => resume_staging(&staging, pool, sb)?,
         None => BunkerState::default(),
     };
     st.resync_pending |= resync;
@@ -97,10 +97,14 @@ pub fn assemble(
 /// The state a staging log resumes with: what its superblock says, and (unless it was
 /// resynchronising) every entry received before a crash, which the applier may have applied in
 /// part: it re-applies them all before the replica is consistent.
-fn resume_staging(staging: &Arc<dyn Bdev>, pool: &crate::sys::DmaPool, sb: &Superblock) -> BunkerState {
+fn resume_staging(
+    staging: &Arc<dyn Bdev>,
+    pool: &crate::sys::DmaPool,
+    sb: &Superblock,
+) -> Result<BunkerState, String> {
     let mut st = BunkerState::resumed(sb);
     if !sb.out_of_sync {
-        let found = super::bunker::inventory::scan(staging, pool, sb);
+        let found = super::bunker::inventory::scan(staging, pool, sb)?;
         st.durable_end = super::bunker::inventory::contiguous_end(&found, st.applied);
         st.consistent_at = st.consistent_at.max(st.durable_end);
     }
@@ -111,7 +115,7 @@ fn resume_staging(staging: &Arc<dyn Bdev>, pool: &crate::sys::DmaPool, sb: &Supe
         epoch = sb.epoch,
         "staging log resumed"
     );
-    st
+    Ok(st)
 }
 
 /// The staging log's superblock for state `st`, recording `applied` as applied (and whether a
@@ -218,13 +222,6 @@ pub fn create(
     app.secondaries.map.lock().expect("secondaries lock").insert(name.into(), sec.clone());
     tracing::info!(volume = name, "secondary ready for shipping");
     Ok(sec)
-}
-
-fn read_staging_superblock(pool: &crate::sys::DmaPool, staging: &Arc<dyn Bdev>) -> Option<Superblock> {
-    let mut ch = Channel::new(staging.clone()).ok()?;
-    let two = sync::read(&mut ch, pool, 0, 2).ok()?;
-    let (a, b) = two.split_at(staging.block_size() as usize);
-    Superblock::choose(a, b).ok()
 }
 
 fn start_applier(app: &Arc<App>, sec: &Arc<Secondary>) -> Result<(), String> {

@@ -95,15 +95,25 @@ impl VolumeConfig {
     }
 }
 
-/// Reads the superblock of `bdev`, if it holds a ferrite log (control plane only).
-pub fn read_superblock(bdev: &std::sync::Arc<dyn crate::bdev::Bdev>, pool: &DmaPool) -> Option<Superblock> {
+/// Reads the superblock of `bdev` (control plane only): `None` when it holds no ferrite log;
+/// an error when reading fails or both copies are damaged, so that a device that cannot be
+/// read is never taken for an empty one (and formatted, or resumed as fresh).
+pub fn read_superblock(
+    bdev: &std::sync::Arc<dyn crate::bdev::Bdev>,
+    pool: &DmaPool,
+) -> Result<Option<Superblock>, String> {
     if bdev.num_blocks() < 2 || bdev.block_size() as usize > pool.buf_size() {
-        return None;
+        return Ok(None);
     }
-    let mut ch = Channel::new(bdev.clone()).ok()?;
-    let two = sync::read(&mut ch, pool, 0, 2).ok()?;
+    let mut ch = Channel::new(bdev.clone()).map_err(|e| format!("opening {}: {e}", bdev.name()))?;
+    let two = sync::read(&mut ch, pool, 0, 2)
+        .map_err(|s| format!("reading the superblock of {}: {s}", bdev.name()))?;
     let (a, b) = two.split_at(bdev.block_size() as usize);
-    Superblock::choose(a, b).ok()
+    match Superblock::choose(a, b) {
+        Ok(sb) => Ok(Some(sb)),
+        Err(SuperError::Missing) => Ok(None),
+        Err(e) => Err(format!("{}: {e}", bdev.name())),
+    }
 }
 
 /// The largest span of log sectors a volume may have in flight.
@@ -331,7 +341,7 @@ pub fn ranges_since(
     pool: &DmaPool,
     from: u64,
 ) -> Result<Vec<(u64, u64)>, String> {
-    let sb = read_superblock(log, pool).ok_or_else(|| format!("{} holds no change log", log.name()))?;
+    let sb = read_superblock(log, pool)?.ok_or_else(|| format!("{} holds no change log", log.name()))?;
     let geo =
         LogGeometry { sector: sb.sector_size, ring_start: sb.ring_start, ring_sectors: sb.ring_sectors };
     let mut ch = Channel::new(log.clone()).map_err(|e| e.to_string())?;

@@ -144,7 +144,12 @@ impl Cluster {
         let Some(sec) = self.nodes[r].secondary.clone() else { return Ok(false) };
         let st = sec.staging.state.lock().expect("state").clone();
         if let Some(e) = st.apply_error {
-            return Err(format!("failover: the replica cannot be brought up to date: {e}"));
+            if self.disk_errors(r) == 0 {
+                return Err(format!("failover: the replica cannot be brought up to date: {e}"));
+            }
+            // Its disk failed an apply: the node restarts soon, and the failover with it.
+            self.failing_over = Some(Phase::Applying { epoch, uuid, planned, pulled });
+            return Ok(false);
         }
         sec.hold.store(st.applied >= st.durable_end, Ordering::Release);
         if !sec.held.load(Ordering::Acquire) {

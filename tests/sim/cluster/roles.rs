@@ -148,7 +148,7 @@ impl Cluster {
         let sb = open::read_superblock(&cfg.log, &node.pool);
         node.disks.iter().for_each(|d| d.set_immediate(false));
         match sb {
-            Some(sb) if sb.volume_name == cfg.name => sb.setup.secondary.parse().ok(),
+            Ok(Some(sb)) if sb.volume_name == cfg.name => sb.setup.secondary.parse().ok(),
             _ => cfg.secondary, // formatted now: as configured
         }
     }

@@ -7,7 +7,9 @@ impl VolumeCore {
     /// over go to their own queue.
     pub(super) fn intake(&mut self, now: Nanos) -> bool {
         let mut work = false;
-        if !self.confirmed || self.shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+        let halt = |f: &std::sync::atomic::AtomicBool| f.load(std::sync::atomic::Ordering::Acquire);
+        // A stopped volume starts nothing more: what waits is failed once the slots drain.
+        if !self.confirmed || halt(&self.shared.draining) || halt(&self.shared.stopped) {
             return false;
         }
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
@@ -66,6 +68,16 @@ impl VolumeCore {
             let (lba, n) = (front.io.offset_blocks, front.io.num_blocks);
             if self.slots.iter().flatten().any(|s| !s.volume && s.overlaps(lba, n)) {
                 break;
+            }
+            if self.shared.stopped.load(std::sync::atomic::Ordering::Acquire)
+                && self.shared.pending.overlaps(lba, n)
+            {
+                // A failed volume write: the data bdev may hold the old data or part of the
+                // new; the change log keeps the entry until recovery re-applies it.
+                let mut req = self.reads.pop_front().expect("front read");
+                let buf = req.io.buf.take();
+                reply(&req, IoCompletion { tag: req.io.tag, status: IoStatus::IoError(libc::EIO), buf });
+                continue;
             }
             let Some(idx) = self.read_slots.iter().position(Option::is_none) else { break };
             let mut req = self.reads.pop_front().expect("front read");
@@ -176,11 +188,12 @@ impl VolumeCore {
     }
 
     /// A volume write failed: the entry stays unapplied in the log (recovery re-applies it) and
-    /// the volume stops taking writes, since the host may have its answer already.
+    /// the volume stops taking writes, since the host may have its answer already. Its blocks
+    /// stay published as pending (no write starts on a stopped volume to reuse the slot), so
+    /// reads of them fail instead of returning what the data bdev holds.
     fn volume_failed(&mut self, slot: usize, status: IoStatus) {
         tracing::error!(volume = self.shared.name, %status, "volume write failed: the volume stops taking writes; the change log keeps the entry");
         self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
-        self.shared.pending.clear(slot);
         let s = self.slots[slot].as_mut().expect("live slot");
         s.volume = true;
         s.applied = false;
