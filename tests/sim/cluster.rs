@@ -300,14 +300,14 @@ impl Cluster {
     /// would: ferrite stops a volume, a bunker log or an applier on an I/O error, and recovers
     /// on restart.
     fn disk_failures(&mut self) {
-        for n in 0..self.nodes.len() {
+        for (n, name) in NAMES.iter().enumerate() {
             let errors = self.disk_errors(n);
             if errors > self.nodes[n].errors_seen && self.nodes[n].reactor.is_some() {
                 self.out.io_errors += errors - self.nodes[n].errors_seen;
                 self.nodes[n].errors_seen = errors;
                 let last = self.nodes[n].disks.iter().filter(|d| d.errors() > 0).map(SimDisk::last_error);
                 let what = last.collect::<Vec<_>>().join(", ");
-                self.event(format!("{} saw a disk error ({what}): restart soon", NAMES[n]));
+                self.event(format!("{} saw a disk error ({what}): restart soon", name));
                 let after = self.rng.below(50 * MS);
                 self.later(after, Pending::Replace(n));
             }
