@@ -1,7 +1,10 @@
 //! The failover pull, as a poller: attach to the bunker with the new epoch (which fences the
 //! old primary there), ask for `[from, bunker's end)`, and write each chunk into the staging
 //! log as it arrives (several writes in flight, in LSN order of arrival), publishing the
-//! durable end so the applier can follow; one flush makes the whole tail durable at the end.
+//! durable end so the applier can follow. Each chunk is written durably (FUA) before it is
+//! published: the applier may apply it at once, and a crash must not take from the staging log
+//! an entry the replica volume already shows (the replica would call itself consistent short of
+//! it).
 //! It runs over a replication link, so any [`Dialer`](crate::net::Dialer) carries it: TCP in
 //! production, the simulator's network in tests.
 //!
@@ -29,8 +32,6 @@ use crate::sys::DmaPool;
 pub const PULL_TIMEOUT: Nanos = 10 * NS_PER_S;
 /// Pulled chunks being written (or waiting to be) at once.
 const PULL_WRITES: usize = 16;
-/// Tag of the final flush.
-const T_FLUSH: u64 = u64::MAX;
 
 /// Where the pull's result goes: bytes pulled, or why it failed.
 pub type PullOutcome = Arc<Mutex<Option<Result<u64, String>>>>;
@@ -58,9 +59,6 @@ pub struct Pull {
     end: u64,
     tag: u64,
     all_received: bool,
-    /// The final flush is in flight / was issued.
-    flushing: bool,
-    flushed: bool,
     last_progress: Nanos,
     events: Vec<LinkEvent>,
     done: Vec<IoCompletion>,
@@ -98,8 +96,6 @@ impl Pull {
             end: from,
             tag: 0,
             all_received: false,
-            flushing: false,
-            flushed: false,
             last_progress: 0,
             events: Vec::new(),
             done: Vec::new(),
@@ -179,7 +175,7 @@ impl Pull {
                 offset_blocks: self.geo.block_of(lsn),
                 num_blocks: n as u32,
                 buf: Some(buf),
-                fua: false,
+                fua: true,
                 tag: self.tag,
             };
             if self.ch.submit(io).is_err() {
@@ -197,19 +193,11 @@ impl Pull {
         self.ch.poll(&mut done);
         let work = !done.is_empty();
         for c in done.drain(..) {
-            if c.tag == T_FLUSH {
-                self.flushing = false;
-            } else if let Some((lsn, n)) = self.inflight.remove(&c.tag).filter(|_| c.status.is_success()) {
+            if let Some((lsn, n)) = self.inflight.remove(&c.tag).filter(|_| c.status.is_success()) {
                 self.written.insert(lsn, n);
             }
             if !c.status.is_success() {
-                let what =
-                    if c.tag == T_FLUSH { "flushing the staging log" } else { "writing the pulled log" };
-                self.finish(Err(format!("{what}: {}", c.status)));
-            } else if c.tag == T_FLUSH {
-                self.publish();
-                let bytes = (self.end - self.from) * u64::from(self.geo.sector);
-                self.finish(Ok(bytes));
+                self.finish(Err(format!("writing the pulled log: {}", c.status)));
             }
         }
         self.done = done;
@@ -222,8 +210,7 @@ impl Pull {
         work
     }
 
-    /// Lets the applier see what is written so far (the final flush makes it durable; a crash
-    /// before it re-runs the pull).
+    /// Lets the applier see what is durable so far.
     fn publish(&self) {
         let mut st = self.sec.staging.state.lock().expect("bunker state");
         st.durable_end = st.durable_end.max(self.end);
@@ -264,8 +251,9 @@ impl Pull {
         work |= self.write_step();
         work |= self.reap();
         let drained = self.all_received && self.queue.is_empty() && self.inflight.is_empty();
-        if drained && !self.flushing && !self.flushed && !self.finished {
-            (self.flushing, self.flushed) = (self.ch.submit(BdevIo::flush(T_FLUSH)).is_ok(), true);
+        if drained && !self.finished {
+            let bytes = (self.end - self.from) * u64::from(self.geo.sector);
+            self.finish(Ok(bytes));
             work = true;
         }
         if now.saturating_sub(self.last_progress) > PULL_TIMEOUT && !self.finished {
@@ -285,7 +273,7 @@ impl Poller for Pull {
         self.watch(cx);
         let work = self.step(cx.now);
         // Done once nothing is in flight (the channel owns buffers until their completions).
-        if self.finished && self.inflight.is_empty() && !self.flushing {
+        if self.finished && self.inflight.is_empty() {
             for fd in self.watched.drain(..).chain(self.link_fd.take()) {
                 cx.unwatch_fd(fd);
             }
