@@ -12,14 +12,24 @@
 //! The window is the largest span of entries the writer keeps in flight (recorded in the
 //! superblock): only inside it may a later entry be durable while an earlier one is not.
 //! Replaying is idempotent, so recovering twice is harmless.
+//!
+//! Nothing found bad is believed on one read: a corrupted or misdirected read would end the log
+//! early (dropping acknowledged entries) or stop it as corrupt. A bad position, and a window
+//! that shows no later entry, are read again from the device ([`READS`] times in all).
 
 use super::format::{EntryHeader, EntryKind, HeaderError};
 use super::log::LogGeometry;
+
+/// Reads of a position before what it shows is believed bad.
+pub const READS: usize = 3;
 
 /// Reads log sectors by LSN (wrapping is the reader's business).
 pub trait LogReader {
     /// `sectors` sectors starting at `lsn`.
     fn read(&mut self, lsn: u64, sectors: u32) -> std::io::Result<Vec<u8>>;
+
+    /// Drops whatever was read ahead, so that the next read goes to the device.
+    fn forget(&mut self) {}
 }
 
 /// An entry to replay.
@@ -103,7 +113,7 @@ pub fn scan(
     let mut first_hole: Option<(u64, String)> = None;
     let mut pos = from;
     while pos - from < geo.ring_sectors {
-        match probe(r, geo, pos)? {
+        match probe_again(r, geo, pos)? {
             Found::Entry(e) => {
                 pos += u64::from(e.header.sectors);
                 out.end = pos;
@@ -129,16 +139,33 @@ pub fn scan(
     Ok(out)
 }
 
-/// The first position after `pos` (within `window`) holding a valid entry.
+/// What is at `lsn`, read again from the device while it looks bad.
+fn probe_again(r: &mut dyn LogReader, geo: &LogGeometry, lsn: u64) -> std::io::Result<Found> {
+    let mut found = probe(r, geo, lsn)?;
+    for _ in 1..READS {
+        if matches!(found, Found::Entry(_)) {
+            break;
+        }
+        r.forget();
+        found = probe(r, geo, lsn)?;
+    }
+    Ok(found)
+}
+
+/// The first position after `pos` (within `window`) holding a valid entry; a window that shows
+/// none is read again before the log is taken to end at `pos`.
 fn next_valid(
     r: &mut dyn LogReader,
     geo: &LogGeometry,
     pos: u64,
     window: u64,
 ) -> std::io::Result<Option<u64>> {
-    for p in pos + 1..=pos + window {
-        if let Found::Entry(_) = probe(r, geo, p)? {
-            return Ok(Some(p));
+    for _ in 0..READS {
+        r.forget();
+        for p in pos + 1..=pos + window {
+            if let Found::Entry(_) = probe(r, geo, p)? {
+                return Ok(Some(p));
+            }
         }
     }
     Ok(None)

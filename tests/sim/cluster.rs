@@ -58,12 +58,25 @@ pub struct Plan {
     pub failover: bool,
     /// While faults run, one disk I/O in this many fails (0: none).
     pub disk_errors: u64,
+    /// While faults run, one read in this many from a log device comes back wrong (0: none):
+    /// from a staging log at any time, from the other logs while their node starts (recovery,
+    /// inventory, superblocks). Not from volumes (their blocks carry no checksum, as on any
+    /// device without protection information), nor the log reads a primary ships or a bunker
+    /// streams, which are forwarded unverified (the staging log's applier would stop).
+    pub misreads: u64,
 }
 
 impl Plan {
     /// `ms` milliseconds of faults, then up to two minutes to converge.
     pub fn faulty_ms(ms: u64) -> Plan {
-        Plan { faulty: ms * MS, settle: 120 * S, faults: true, failover: false, disk_errors: 4_000 }
+        Plan {
+            faulty: ms * MS,
+            settle: 120 * S,
+            faults: true,
+            failover: false,
+            disk_errors: 4_000,
+            misreads: 500,
+        }
     }
 }
 
@@ -78,6 +91,8 @@ pub struct Outcome {
     pub crashes: u64,
     /// Disk I/O errors injected (each node that saw one was restarted, as an operator would).
     pub io_errors: u64,
+    /// Reads from log devices that came back corrupted or misdirected.
+    pub misreads: u64,
     /// Link cuts.
     pub cuts: u64,
     /// Volume blocks the secondary took as resyncs from the dirty-block map (it fell out of
@@ -167,8 +182,9 @@ pub struct Cluster {
     frozen_since: Option<Nanos>,
     /// The next freeze of the replica.
     next_freeze: Nanos,
-    /// One disk I/O in this many fails (0: none), outside the operator's own steps.
-    disk_error_rate: u64,
+    /// One disk I/O in this many fails, one log read in this many comes back wrong (0: none),
+    /// outside the operator's own steps.
+    disk_fault_rates: (u64, u64),
 }
 
 fn pool() -> DmaPool {
@@ -231,7 +247,7 @@ impl Cluster {
             on_bunker_loss: OnBunkerLoss::LocalOnly,
             frozen_since: None,
             next_freeze: 0,
-            disk_error_rate: 0,
+            disk_fault_rates: (0, 0),
         };
         if c.rng.below(2) == 0 || plan.failover {
             c.on_bunker_loss = OnBunkerLoss::Stall;
@@ -246,7 +262,7 @@ impl Cluster {
             c.start(n)?;
         }
         if plan.faults {
-            c.set_disk_errors(plan.disk_errors);
+            c.set_disk_faults((plan.disk_errors, plan.misreads));
         }
         Ok(c)
     }
@@ -276,18 +292,30 @@ impl Cluster {
         }
     }
 
-    fn set_disk_errors(&mut self, one_in: u64) {
-        self.disk_error_rate = one_in;
-        self.nodes.iter().flat_map(|n| &n.disks).for_each(|d| d.set_errors(one_in));
+    fn set_disk_faults(&mut self, rates: (u64, u64)) {
+        self.disk_fault_rates = rates;
+        self.apply_disk_faults(rates);
+    }
+
+    fn apply_disk_faults(&self, (errors, misreads): (u64, u64)) {
+        for (n, node) in self.nodes.iter().enumerate() {
+            let staging = roles::secondary_disks(n).1;
+            for (i, d) in node.disks.iter().enumerate() {
+                d.set_errors(errors);
+                // Volumes (disk 0 of a node that holds one) carry no checksums.
+                let volume = i == 0 && n != BUNKER;
+                d.set_misreads(if volume { 0 } else { misreads }, n != BUNKER && i == staging);
+            }
+        }
     }
 
     /// Runs an operator's step with no disk errors while it runs: the operator's own
     /// synchronous steps (scans, demotion, promotion) are not where errors are hunted; what
     /// they start runs on afterwards with errors back on.
     fn operator_step<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
-        self.nodes.iter().flat_map(|n| &n.disks).for_each(|d| d.set_errors(0));
+        self.apply_disk_faults((0, 0));
         let out = f(self);
-        self.nodes.iter().flat_map(|n| &n.disks).for_each(|d| d.set_errors(self.disk_error_rate));
+        self.apply_disk_faults(self.disk_fault_rates);
         out
     }
 
@@ -435,6 +463,7 @@ impl Cluster {
         self.out.trace_hash = crc32c::crc32c(self.trace.join("\n").as_bytes());
         self.out.end = self.now();
         self.out.acked = self.host.acked;
+        self.out.misreads = self.nodes.iter().flat_map(|n| &n.disks).map(SimDisk::misreads).sum();
         self.out.reads = self.host.reads;
         result.map(|()| std::mem::take(&mut self.out)).map_err(|e| {
             let tail = self.trace.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n");
@@ -589,7 +618,7 @@ impl Cluster {
     /// everything the primary committed; then compare.
     fn settle(&mut self, bound: Nanos) -> Result<(), String> {
         self.net.heal();
-        self.set_disk_errors(0);
+        self.set_disk_faults((0, 0));
         self.disk_failures();
         self.event("faults stopped".into());
         let deadline = self.now() + bound;

@@ -1,7 +1,9 @@
 //! A simulated block device: latency drawn from the seeded generator, a volatile write cache
 //! that a crash loses, writes torn block by block when a crash catches them in flight, and
 //! (when switched on) I/O errors at a low rate: a failed read returns nothing, a failed write
-//! or flush may have done any part of its work, as a real device's may.
+//! or flush may have done any part of its work, as a real device's may; and reads that come back
+//! wrong without an error (one byte flipped, or another place's blocks: a misdirected read),
+//! the media itself unharmed.
 //!
 //! It implements ferrite's `Bdev`, so the change log, bunker and secondary code run on it
 //! unchanged. Effects happen when an I/O's due time passes (not when it is submitted); a crash
@@ -44,6 +46,13 @@ pub struct DiskState {
     errors: u64,
     /// The last one: what it was and where.
     last_error: String,
+    /// One read in this many comes back wrong (0: none)...
+    misread_one_in: u64,
+    /// ... at any time, or only while I/O completes at once (a node starting: recovery,
+    /// inventory, superblocks).
+    misread_always: bool,
+    /// Reads that came back wrong so far.
+    misreads: u64,
 }
 
 /// A simulated device.
@@ -78,6 +87,9 @@ impl SimDisk {
             error_one_in: 0,
             errors: 0,
             last_error: String::new(),
+            misread_one_in: 0,
+            misread_always: false,
+            misreads: 0,
         };
         SimDisk { name: name.into(), block_size, blocks, st: Arc::new(Mutex::new(st)) }
     }
@@ -131,6 +143,18 @@ impl SimDisk {
         self.state().error_one_in = one_in;
     }
 
+    /// Makes one read in `one_in` come back wrong (0: none), `always` or only while I/O
+    /// completes at once.
+    pub fn set_misreads(&self, one_in: u64, always: bool) {
+        let mut st = self.state();
+        (st.misread_one_in, st.misread_always) = (one_in, always);
+    }
+
+    /// Reads that came back wrong so far.
+    pub fn misreads(&self) -> u64 {
+        self.state().misreads
+    }
+
     /// I/O errors returned so far.
     pub fn errors(&self) -> u64 {
         self.state().errors
@@ -180,6 +204,14 @@ impl DiskState {
         match io.ty {
             IoType::Read => {
                 let buf = io.buf.as_mut().expect("validated read has a buffer");
+                let mut first = first;
+                let armed = self.misread_one_in > 0 && (self.misread_always || self.immediate);
+                let wrong = armed && self.rng.below(self.misread_one_in) == 0;
+                let misdirected = wrong && self.rng.below(2) == 0;
+                if misdirected {
+                    let blocks = (self.media.len() / b) as u64;
+                    first = (first + 1 + self.rng.below(64)) % (blocks - u64::from(io.num_blocks) + 1);
+                }
                 for (i, chunk) in buf.as_mut_slice().chunks_mut(b).enumerate() {
                     let lba = first + i as u64;
                     match self.cache.get(&lba) {
@@ -187,6 +219,11 @@ impl DiskState {
                         None => chunk.copy_from_slice(&self.media[lba as usize * b..(lba as usize + 1) * b]),
                     }
                 }
+                if wrong && !misdirected {
+                    let at = self.rng.below(buf.len() as u64) as usize;
+                    buf.as_mut_slice()[at] ^= 1 << self.rng.below(8);
+                }
+                self.misreads += u64::from(wrong);
             }
             IoType::Write => {
                 let data = io.buf.as_ref().expect("validated write has a buffer").as_slice().to_vec();

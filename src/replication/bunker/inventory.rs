@@ -5,12 +5,15 @@
 //!
 //! Entries of older laps carry older LSNs, so following the chain of LSNs from a start never
 //! picks up a stale entry; a torn entry fails its data checksum and ends the chain there.
+//! Where the chain from the superblock's head breaks, the entry there is read again before the
+//! break is believed: a corrupted or misdirected read must not shorten what the log holds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::bdev::{sync, Bdev, Channel};
 use crate::replication::format::{EntryHeader, EntryKind, Superblock, ENTRY_MAGIC};
+use crate::replication::recovery::READS;
 use crate::sys::DmaPool;
 
 /// Ring sectors read at once.
@@ -36,7 +39,39 @@ pub fn scan(log: &Arc<dyn Bdev>, pool: &DmaPool, sb: &Superblock) -> Result<BTre
         }
         p0 += CHUNK;
     }
+    for from in [sb.head_lsn, sb.checkpoint_lsn] {
+        confirm_run(&mut ch, pool, sb, &mut found, from)
+            .map_err(|s| format!("reading {} for its inventory: {s}", log.name()))?;
+    }
     Ok(found)
+}
+
+/// Follows the run of entries from `from`; where it breaks, the entry there is read again
+/// (up to [`READS`] reads in all) and, if whole after all, taken into `found`.
+fn confirm_run(
+    ch: &mut Channel,
+    pool: &DmaPool,
+    sb: &Superblock,
+    found: &mut BTreeMap<u64, u32>,
+    from: u64,
+) -> Result<(), crate::bdev::IoStatus> {
+    let (ring, ss) = (sb.ring_sectors, sb.sector_size as usize);
+    let mut end = contiguous_end(found, from);
+    let mut reads = 1;
+    while end - from < ring && reads < READS {
+        let pos = end % ring;
+        let n = MAX_ENTRY.min(ring - pos);
+        let bytes = sync::read(ch, pool, sb.ring_start + pos, n as u32)?;
+        match entry_at(&bytes, 0, ss, pos, ring).filter(|(lsn, _)| *lsn == end) {
+            Some((lsn, sectors)) => {
+                found.insert(lsn, sectors);
+                end = contiguous_end(found, end);
+                reads = 1;
+            }
+            None => reads += 1,
+        }
+    }
+    Ok(())
 }
 
 /// The valid entry whose header is sector `i` of `bytes` (ring position `pos`), if any and

@@ -13,6 +13,7 @@ use crate::reactor::time::NS_PER_MS;
 use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
 use crate::replication::format::{EntryHeader, EntryKind};
 use crate::replication::log::LogGeometry;
+use crate::replication::recovery::READS;
 use crate::sys::{DmaBuf, DmaPool};
 
 /// Applies in flight at most.
@@ -65,6 +66,8 @@ pub struct Applier {
     /// The first entry whose apply failed: the applied end never passes it (it is not on the
     /// replica), so a restart applies it again.
     failed_at: Option<u64>,
+    /// Reads in a row that found the entry at `parse_lsn` damaged.
+    damaged_reads: usize,
     /// The staging state's reset count this applier follows.
     resets: u64,
     done: Vec<IoCompletion>,
@@ -92,6 +95,7 @@ impl Applier {
             next_commit: 0,
             failed: false,
             failed_at: None,
+            damaged_reads: 0,
             resets: 0,
             done: Vec::new(),
             watched: false,
@@ -168,7 +172,7 @@ impl Applier {
         while self.bytes.len() >= s && !self.failed {
             let h = match EntryHeader::decode(&self.bytes[..s], self.parse_lsn, geo.sector) {
                 Ok(h) => h,
-                Err(e) => return self.stop(format!("bad entry at LSN {}: {e}", self.parse_lsn)),
+                Err(e) => return self.damaged(format!("bad entry at LSN {}: {e}", self.parse_lsn)),
             };
             let len = h.sectors as usize * s;
             if u64::from(h.sectors) > geo.until_wrap(self.parse_lsn) {
@@ -179,7 +183,7 @@ impl Applier {
             }
             let data = &self.bytes[s..s + h.data_len as usize];
             if h.kind == EntryKind::Write && crc32c::crc32c(data) != h.data_crc {
-                return self.stop(format!("entry at LSN {}: data checksum mismatch", self.parse_lsn));
+                return self.damaged(format!("entry at LSN {}: data checksum mismatch", self.parse_lsn));
             }
             let buf = if h.kind == EntryKind::Write {
                 let Some(mut b) = self.pool.alloc() else { return };
@@ -193,7 +197,21 @@ impl Applier {
             self.ops.push_back(Op { lsn: h.lsn, end, kind: h.kind, lba: h.lba, blocks: h.blocks, data: buf });
             self.bytes.drain(..len);
             self.parse_lsn = end;
+            self.damaged_reads = 0;
         }
+    }
+
+    /// A damaged entry: the staging log is read again from it (the read may have been
+    /// corrupted or misdirected on the way), and the applier stops only when it reads damaged
+    /// [`READS`] times in a row.
+    fn damaged(&mut self, why: String) {
+        self.damaged_reads += 1;
+        if self.damaged_reads >= READS {
+            return self.stop(why);
+        }
+        tracing::warn!(volume = self.sec.name, why, "reading the staging log again");
+        self.bytes.clear();
+        self.read_pos = self.parse_lsn;
     }
 
     /// Issues ops in order while they do not overlap anything in flight.

@@ -64,16 +64,46 @@ fn io_err(what: &'static str) -> impl Fn(IoStatus) -> OpenError {
     move |status| OpenError::Io { what, status }
 }
 
+/// Bytes a recovery scan reads at once.
+const READ_AHEAD: u64 = 1 << 20;
+
+/// Reads the log for a recovery scan in large reads: probing header after header (and
+/// position after position across an in-flight window) is served from what was read ahead.
 struct SyncReader<'a> {
     ch: &'a mut Channel,
     pool: &'a DmaPool,
     geo: LogGeometry,
+    /// `(lsn, bytes)` read ahead from `lsn`, up to the wrap at most.
+    ahead: Option<(u64, Vec<u8>)>,
+}
+
+impl<'a> SyncReader<'a> {
+    fn new(ch: &'a mut Channel, pool: &'a DmaPool, geo: LogGeometry) -> SyncReader<'a> {
+        SyncReader { ch, pool, geo, ahead: None }
+    }
 }
 
 impl LogReader for SyncReader<'_> {
     fn read(&mut self, lsn: u64, sectors: u32) -> std::io::Result<Vec<u8>> {
-        sync::read(self.ch, self.pool, self.geo.block_of(lsn), sectors)
-            .map_err(|s| std::io::Error::other(s.to_string()))
+        let ss = self.geo.sector as usize;
+        let want = sectors as usize * ss;
+        if let Some((at, bytes)) = &self.ahead {
+            let from = lsn.checked_sub(*at).map(|d| d as usize * ss);
+            if let Some(from) = from.filter(|f| f + want <= bytes.len()) {
+                return Ok(bytes[from..from + want].to_vec());
+            }
+        }
+        let ahead = READ_AHEAD / u64::from(self.geo.sector);
+        let n = ahead.min(self.geo.until_wrap(lsn)).max(u64::from(sectors));
+        let bytes = sync::read(self.ch, self.pool, self.geo.block_of(lsn), n as u32)
+            .map_err(|s| std::io::Error::other(s.to_string()))?;
+        let out = bytes[..want].to_vec();
+        self.ahead = Some((lsn, bytes));
+        Ok(out)
+    }
+
+    fn forget(&mut self) {
+        self.ahead = None;
     }
 }
 
@@ -106,14 +136,44 @@ pub fn read_superblock(
         return Ok(None);
     }
     let mut ch = Channel::new(bdev.clone()).map_err(|e| format!("opening {}: {e}", bdev.name()))?;
-    let two = sync::read(&mut ch, pool, 0, 2)
-        .map_err(|s| format!("reading the superblock of {}: {s}", bdev.name()))?;
-    let (a, b) = two.split_at(bdev.block_size() as usize);
-    match Superblock::choose(a, b) {
+    let found =
+        read_super(&mut ch, pool).map_err(|s| format!("reading the superblock of {}: {s}", bdev.name()))?;
+    match found {
         Ok(sb) => Ok(Some(sb)),
         Err(SuperError::Missing) => Ok(None),
         Err(e) => Err(format!("{}: {e}", bdev.name())),
     }
+}
+
+/// Reads of the superblock sectors before one that shows a damaged or absent copy is believed.
+const SUPER_READS: usize = 3;
+
+/// Reads both superblock copies and takes the newest valid one; while a copy looks damaged or
+/// absent it reads again (up to [`SUPER_READS`] times), keeping the newest copy seen, so that a
+/// corrupted or misdirected read never makes a log look fresh (and formattable) or older than
+/// it is. An error only when every read showed no valid copy.
+pub fn read_super(ch: &mut Channel, pool: &DmaPool) -> Result<Result<Superblock, SuperError>, IoStatus> {
+    let sector = ch.bdev().block_size() as usize;
+    let mut best: Option<Superblock> = None;
+    let mut last = Err(SuperError::Missing);
+    for _ in 0..SUPER_READS {
+        let two = sync::read(ch, pool, 0, 2)?;
+        let (a, b) = two.split_at(sector);
+        let whole = Superblock::decode(a).is_ok() && Superblock::decode(b).is_ok();
+        last = Superblock::choose(a, b);
+        if let Ok(sb) = &last {
+            if best.as_ref().is_none_or(|x| sb.generation > x.generation) {
+                best = Some(sb.clone());
+            }
+        }
+        if whole {
+            break;
+        }
+    }
+    Ok(match best {
+        Some(sb) => Ok(sb),
+        None => last,
+    })
 }
 
 /// The largest span of log sectors a volume may have in flight.
@@ -173,9 +233,7 @@ pub fn open(cfg: &VolumeConfig, pool: &DmaPool, max_io: u32) -> Result<Opened, O
         )));
     }
     let mut log_ch = Channel::new(cfg.log.clone()).map_err(|e| OpenError::Invalid(e.to_string()))?;
-    let two = sync::read(&mut log_ch, pool, 0, 2).map_err(io_err("reading the log superblock"))?;
-    let (a, b) = two.split_at(sector as usize);
-    match Superblock::choose(a, b) {
+    match read_super(&mut log_ch, pool).map_err(io_err("reading the log superblock"))? {
         Ok(sb) if sb.volume_name == cfg.name && !cfg.force => recover(cfg, pool, &mut log_ch, sb),
         Ok(sb) if !cfg.force => Err(OpenError::Foreign { log: cfg.log.name().into(), other: sb.volume_name }),
         Ok(_) | Err(SuperError::Missing) => format(cfg, pool, &mut log_ch, max_io),
@@ -257,7 +315,7 @@ fn recover(
     }
     let geo =
         LogGeometry { sector: sb.sector_size, ring_start: sb.ring_start, ring_sectors: sb.ring_sectors };
-    let mut reader = SyncReader { ch: log_ch, pool, geo };
+    let mut reader = SyncReader::new(log_ch, pool, geo);
     let found = scan(&mut reader, &geo, sb.checkpoint_lsn, sb.max_inflight_sectors)?;
     let mut data_ch = Channel::new(cfg.data.clone()).map_err(|e| OpenError::Invalid(e.to_string()))?;
     for e in &found.entries {
@@ -345,7 +403,7 @@ pub fn ranges_since(
     let geo =
         LogGeometry { sector: sb.sector_size, ring_start: sb.ring_start, ring_sectors: sb.ring_sectors };
     let mut ch = Channel::new(log.clone()).map_err(|e| e.to_string())?;
-    let mut reader = SyncReader { ch: &mut ch, pool, geo };
+    let mut reader = SyncReader::new(&mut ch, pool, geo);
     let found = scan(&mut reader, &geo, from, sb.max_inflight_sectors).map_err(|e| e.to_string())?;
     let mut ranges: Vec<(u64, u64)> = found
         .entries
