@@ -90,6 +90,38 @@ pub enum HeaderError {
     Invalid,
 }
 
+/// How much of a stretch of log read from an entry's start holds whole, valid entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeEntries {
+    /// Sectors of whole valid entries from the start.
+    pub sectors: u64,
+    /// What follows them is damaged (not merely cut off by the end of the bytes).
+    pub damaged: bool,
+}
+
+/// Walks the entries of `bytes`, read from LSN `lsn` (an entry's start), checking each header
+/// and each write's data checksum, up to the first entry that is damaged or not wholly there.
+pub fn whole_entries(bytes: &[u8], lsn: u64, sector: u32) -> WholeEntries {
+    let ss = sector as usize;
+    let mut at = 0;
+    while bytes.len() >= at + ss {
+        let pos = lsn + (at / ss) as u64;
+        let Ok(h) = EntryHeader::decode(&bytes[at..at + ss], pos, sector) else {
+            return WholeEntries { sectors: (at / ss) as u64, damaged: true };
+        };
+        let len = h.sectors as usize * ss;
+        if bytes.len() < at + len {
+            break;
+        }
+        let data = &bytes[at + ss..at + ss + h.data_len as usize];
+        if h.kind == EntryKind::Write && crc32c::crc32c(data) != h.data_crc {
+            return WholeEntries { sectors: (at / ss) as u64, damaged: true };
+        }
+        at += len;
+    }
+    WholeEntries { sectors: (at / ss) as u64, damaged: false }
+}
+
 /// CRC32C of a whole header sector except the CRC field itself (bytes 60..64).
 fn header_crc(sector: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&sector[..60]), &sector[64..])
@@ -410,6 +442,44 @@ mod tests {
         assert_eq!(Superblock::choose(&[0; 512], &[0; 512]), Err(SuperError::Missing));
         a[30] ^= 1;
         assert_eq!(Superblock::choose(&a, &b), Err(SuperError::Corrupt));
+    }
+
+    /// Three write entries of 1, 2 and 1 data sectors from LSN 100.
+    fn three_entries() -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut lsn = 100;
+        for (i, len) in [512u32, 1024, 300].into_iter().enumerate() {
+            let data = vec![i as u8 + 1; len as usize];
+            let sectors = EntryHeader::sectors_for(len, 512);
+            let h = EntryHeader {
+                kind: EntryKind::Write,
+                lsn,
+                epoch: 1,
+                lba: i as u64,
+                blocks: 1,
+                data_len: len,
+                sectors,
+                data_crc: crc32c::crc32c(&data),
+            };
+            let mut e = vec![0u8; sectors as usize * 512];
+            h.encode(&mut e[..512]);
+            e[512..512 + data.len()].copy_from_slice(&data);
+            out.extend(e);
+            lsn += u64::from(sectors);
+        }
+        out
+    }
+
+    #[test]
+    fn whole_entries_stop_at_damage_or_a_cut() {
+        let log = three_entries(); // entries at 100 (2 sectors), 102 (3), 105 (2)
+        assert_eq!(whole_entries(&log, 100, 512), WholeEntries { sectors: 7, damaged: false });
+        assert_eq!(whole_entries(&log[..6 * 512], 100, 512), WholeEntries { sectors: 5, damaged: false });
+        let mut bad = log.clone();
+        bad[3 * 512 + 7] ^= 1; // the second entry's data
+        assert_eq!(whole_entries(&bad, 100, 512), WholeEntries { sectors: 2, damaged: true });
+        // Read from the wrong place (misdirected): the first header names another LSN.
+        assert_eq!(whole_entries(&log, 101, 512), WholeEntries { sectors: 0, damaged: true });
     }
 
     proptest! {

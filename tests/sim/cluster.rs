@@ -58,11 +58,9 @@ pub struct Plan {
     pub failover: bool,
     /// While faults run, one disk I/O in this many fails (0: none).
     pub disk_errors: u64,
-    /// While faults run, one read in this many from a log device comes back wrong (0: none):
-    /// from a staging log at any time, from the other logs while their node starts (recovery,
-    /// inventory, superblocks). Not from volumes (their blocks carry no checksum, as on any
-    /// device without protection information), nor the log reads a primary ships or a bunker
-    /// streams, which are forwarded unverified (the staging log's applier would stop).
+    /// While faults run, one read in this many from a log device comes back wrong (0: none).
+    /// Not from volumes: their blocks carry no checksum, as on any device without protection
+    /// information.
     pub misreads: u64,
 }
 
@@ -299,12 +297,11 @@ impl Cluster {
 
     fn apply_disk_faults(&self, (errors, misreads): (u64, u64)) {
         for (n, node) in self.nodes.iter().enumerate() {
-            let staging = roles::secondary_disks(n).1;
             for (i, d) in node.disks.iter().enumerate() {
                 d.set_errors(errors);
                 // Volumes (disk 0 of a node that holds one) carry no checksums.
                 let volume = i == 0 && n != BUNKER;
-                d.set_misreads(if volume { 0 } else { misreads }, n != BUNKER && i == staging);
+                d.set_misreads(if volume { 0 } else { misreads }, true);
             }
         }
     }
@@ -339,6 +336,17 @@ impl Cluster {
                 let after = self.rng.below(50 * MS);
                 self.later(after, Pending::Replace(n));
             }
+        }
+        // A replica whose applier stopped on an entry that reads damaged every time (a misread
+        // the primary shipped or the bunker streamed) is restarted too: its inventory ends
+        // before that entry, so it is fetched again.
+        let Some(r) = self.replica else { return };
+        let stopped = (self.nodes[r].secondary.as_ref())
+            .is_some_and(|s| s.staging.state.lock().expect("state").apply_error.is_some());
+        if stopped && !self.pending.values().any(|p| matches!(p, Pending::Replace(x) if *x == r)) {
+            self.event(format!("{}'s applier stopped: restart soon", NAMES[r]));
+            let after = self.rng.below(50 * MS);
+            self.later(after, Pending::Replace(r));
         }
     }
 

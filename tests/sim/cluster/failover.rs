@@ -143,11 +143,9 @@ impl Cluster {
         let r = self.replica.expect("a failover has a replica");
         let Some(sec) = self.nodes[r].secondary.clone() else { return Ok(false) };
         let st = sec.staging.state.lock().expect("state").clone();
-        if let Some(e) = st.apply_error {
-            if self.disk_errors(r) == 0 {
-                return Err(format!("failover: the replica cannot be brought up to date: {e}"));
-            }
-            // Its disk failed an apply: the node restarts soon, and the failover with it.
+        if st.apply_error.is_some() {
+            // The applier stopped (a disk error, or an entry that read damaged every time):
+            // the operator restarts the node soon, and the failover goes again.
             self.failing_over = Some(Phase::Applying { epoch, uuid, planned, pulled });
             return Ok(false);
         }

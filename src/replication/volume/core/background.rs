@@ -150,10 +150,42 @@ impl VolumeCore {
             tracing::error!(volume = self.shared.name, status = %c.status, "reading the log for bunker catch-up");
             return;
         }
-        let n = (buf.len() / self.geo.sector as usize) as u64;
-        if self.link.as_mut().is_some_and(|l| l.write_at(from, buf.as_slice())) {
+        let n = self.catch_up_checked(from, buf.as_slice());
+        let bytes = &buf.as_slice()[..n as usize * self.geo.sector as usize];
+        if n > 0 && self.link.as_mut().is_some_and(|l| l.write_at(from, bytes)) {
             self.catch_up = Some(from + n);
         }
+    }
+
+    /// How many sectors of a catch-up read from `from` may go to the bunker: whole entries
+    /// that pass their checksums (the bunker acknowledges what it gets, and a failover would
+    /// pull it: a misread must not get there). A damaged entry is read again; after
+    /// [`READS`](crate::replication::recovery::READS) damaged reads in a row (the log itself
+    /// is damaged there, or the catch-up does not start at an entry) the bytes go as read.
+    fn catch_up_checked(&mut self, from: u64, bytes: &[u8]) -> u64 {
+        let whole = crate::replication::format::whole_entries(bytes, from, self.geo.sector);
+        let all = (bytes.len() / self.geo.sector as usize) as u64;
+        if whole.sectors > 0 || !whole.damaged {
+            self.catch_up_damaged = 0;
+            // Nothing whole and nothing damaged: an entry longer than the read (not made).
+            return if whole.sectors > 0 { whole.sectors } else { all };
+        }
+        self.catch_up_damaged += 1;
+        if self.catch_up_damaged < crate::replication::recovery::READS {
+            tracing::warn!(
+                volume = self.shared.name,
+                lsn = from,
+                "catch-up read a damaged entry: reading it again"
+            );
+            return 0;
+        }
+        tracing::error!(
+            volume = self.shared.name,
+            lsn = from,
+            "the change log entry for the bunker reads damaged every time: sent as read"
+        );
+        self.catch_up_damaged = 0;
+        all
     }
 
     pub(super) fn publish(&mut self, now: Nanos) {
