@@ -122,6 +122,23 @@ pub fn whole_entries(bytes: &[u8], lsn: u64, sector: u32) -> WholeEntries {
     WholeEntries { sectors: (at / ss) as u64, damaged: false }
 }
 
+/// Sectors from the start of `bytes` (read from LSN `lsn`) up to where the next entry starts,
+/// for bytes that begin with a damaged entry: its own length if its header is whole, else the
+/// first later sector holding a header for its own position, else all of `bytes`.
+pub fn damaged_span(bytes: &[u8], lsn: u64, sector: u32) -> u64 {
+    let ss = sector as usize;
+    let all = (bytes.len() / ss) as u64;
+    if let Some(Ok(h)) = bytes.get(..ss).map(|s| EntryHeader::decode(s, lsn, sector)) {
+        return u64::from(h.sectors).min(all);
+    }
+    (1..all)
+        .find(|&i| {
+            let at = i as usize * ss;
+            EntryHeader::decode(&bytes[at..at + ss], lsn + i, sector).is_ok()
+        })
+        .unwrap_or(all)
+}
+
 /// CRC32C of a whole header sector except the CRC field itself (bytes 60..64).
 fn header_crc(sector: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&sector[..60]), &sector[64..])
@@ -480,6 +497,12 @@ mod tests {
         assert_eq!(whole_entries(&bad, 100, 512), WholeEntries { sectors: 2, damaged: true });
         // Read from the wrong place (misdirected): the first header names another LSN.
         assert_eq!(whole_entries(&log, 101, 512), WholeEntries { sectors: 0, damaged: true });
+        // A damaged entry spans to the next one: its own length, or the next valid header.
+        assert_eq!(damaged_span(&bad[2 * 512..], 102, 512), 3);
+        let mut torn = log.clone();
+        torn[2 * 512 + 61] ^= 1; // the second entry's header
+        assert_eq!(damaged_span(&torn[2 * 512..], 102, 512), 3);
+        assert_eq!(damaged_span(&log[512..], 101, 512), 1);
     }
 
     proptest! {

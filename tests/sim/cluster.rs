@@ -337,9 +337,13 @@ impl Cluster {
                 self.later(after, Pending::Replace(n));
             }
         }
-        // A replica whose applier stopped on an entry that reads damaged every time (a misread
-        // the primary shipped or the bunker streamed) is restarted too: its inventory ends
-        // before that entry, so it is fetched again.
+        self.restart_stopped_replica();
+    }
+
+    /// A replica whose applier stopped on an entry that reads damaged every time (a misread
+    /// the primary shipped or the bunker streamed) is restarted too: its inventory ends before
+    /// that entry, so it is fetched again.
+    fn restart_stopped_replica(&mut self) {
         let Some(r) = self.replica else { return };
         let stopped = (self.nodes[r].secondary.as_ref())
             .is_some_and(|s| s.staging.state.lock().expect("state").apply_error.is_some());
@@ -631,6 +635,7 @@ impl Cluster {
         self.event("faults stopped".into());
         let deadline = self.now() + bound;
         loop {
+            self.restart_stopped_replica();
             self.settle_pending()?;
             let busy = self.step(false)?;
             if self.converged() {

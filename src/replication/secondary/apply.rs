@@ -112,7 +112,7 @@ impl Applier {
             (self.read_pos, self.parse_lsn, self.resets) = (st.applied, st.applied, st.resets);
             self.bytes.clear();
             self.ops.clear();
-            (self.failed, self.failed_at) = (false, None);
+            (self.failed, self.failed_at, self.damaged_reads) = (false, None, 0);
         }
         self.geo
     }
@@ -383,6 +383,9 @@ impl Applier {
     /// and a consistent point, or as far as the received log goes.
     fn at_rest(&self) -> bool {
         let st = self.sec.staging.state.lock().expect("bunker state");
-        st.applied >= self.applied() && (st.applied >= st.consistent_at || st.applied >= st.durable_end)
+        // After a failed apply the replica may hold part of that write: never at rest.
+        !self.failed
+            && st.applied >= self.applied()
+            && (st.applied >= st.consistent_at || st.applied >= st.durable_end)
     }
 }

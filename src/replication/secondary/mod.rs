@@ -245,6 +245,10 @@ pub fn freeze(sec: &Secondary, on: bool) -> Result<u64, String> {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !sec.held.load(Ordering::Acquire) {
+        if let Some(e) = sec.staging.state.lock().expect("bunker state").apply_error.clone() {
+            sec.hold.store(false, Ordering::Release);
+            return Err(format!("the replica stopped applying and is not consistent: {e}"));
+        }
         sec.wake_applier();
         if std::time::Instant::now() > deadline {
             sec.hold.store(false, Ordering::Release);

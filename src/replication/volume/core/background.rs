@@ -161,17 +161,19 @@ impl VolumeCore {
     /// that pass their checksums (the bunker acknowledges what it gets, and a failover would
     /// pull it: a misread must not get there). A damaged entry is read again; after
     /// [`READS`](crate::replication::recovery::READS) damaged reads in a row (the log itself
-    /// is damaged there, or the catch-up does not start at an entry) the bytes go as read.
+    /// is damaged there, or the catch-up does not start at an entry) the bytes up to the next
+    /// entry go as read, and the check resumes there.
     fn catch_up_checked(&mut self, from: u64, bytes: &[u8]) -> u64 {
-        let whole = crate::replication::format::whole_entries(bytes, from, self.geo.sector);
-        let all = (bytes.len() / self.geo.sector as usize) as u64;
+        use crate::replication::format::{damaged_span, whole_entries};
+        let whole = whole_entries(bytes, from, self.geo.sector);
         if whole.sectors > 0 || !whole.damaged {
-            self.catch_up_damaged = 0;
             // Nothing whole and nothing damaged: an entry longer than the read (not made).
+            let all = (bytes.len() / self.geo.sector as usize) as u64;
             return if whole.sectors > 0 { whole.sectors } else { all };
         }
-        self.catch_up_damaged += 1;
-        if self.catch_up_damaged < crate::replication::recovery::READS {
+        let count = if self.catch_up_damaged.0 == from { self.catch_up_damaged.1 + 1 } else { 1 };
+        self.catch_up_damaged = (from, count);
+        if count < crate::replication::recovery::READS {
             tracing::warn!(
                 volume = self.shared.name,
                 lsn = from,
@@ -184,8 +186,8 @@ impl VolumeCore {
             lsn = from,
             "the change log entry for the bunker reads damaged every time: sent as read"
         );
-        self.catch_up_damaged = 0;
-        all
+        self.catch_up_damaged = (0, 0);
+        damaged_span(bytes, from, self.geo.sector)
     }
 
     pub(super) fn publish(&mut self, now: Nanos) {
@@ -313,6 +315,9 @@ impl VolumeCore {
     }
 
     fn fail_waiting(&mut self) {
+        while let Some(req) = self.shared.requests.pop() {
+            self.sort_request(req);
+        }
         if self.shared.fenced.load(Ordering::Acquire) || self.shared.deleted.load(Ordering::Acquire) {
             for req in self.reads.drain(..) {
                 let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };
@@ -320,7 +325,7 @@ impl VolumeCore {
                 req.notify.notify();
             }
         }
-        while let Some(req) = self.waiting.pop_front().or_else(|| self.shared.requests.pop()) {
+        while let Some(req) = self.waiting.pop_front() {
             let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };
             let _ = req.reply.push(c);
             req.notify.notify();

@@ -8,9 +8,17 @@ impl VolumeCore {
     pub(super) fn intake(&mut self, now: Nanos) -> bool {
         let mut work = false;
         let halt = |f: &std::sync::atomic::AtomicBool| f.load(std::sync::atomic::Ordering::Acquire);
-        // A stopped volume starts nothing more: what waits is failed once the slots drain.
-        if !self.confirmed || halt(&self.shared.draining) || halt(&self.shared.stopped) {
+        if !self.confirmed || halt(&self.shared.draining) {
             return false;
+        }
+        // A stopped volume starts no write (they wait to be failed once the slots drain); its
+        // reads still go to their queue.
+        if halt(&self.shared.stopped) {
+            while let Some(req) = self.shared.requests.pop() {
+                self.sort_request(req);
+                work = true;
+            }
+            return work;
         }
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
             let Some(req) = self.next_write() else { break };
@@ -48,7 +56,7 @@ impl VolumeCore {
         None
     }
 
-    fn sort_request(&mut self, req: VolReq) {
+    pub(super) fn sort_request(&mut self, req: VolReq) {
         if req.io.ty == IoType::Read {
             self.reads.push_back(req);
         } else {

@@ -120,8 +120,8 @@ pub struct VolumeCore {
     catch_up_to: Option<u64>,
     /// The LSN of the catch-up read in flight.
     catch_up_read: Option<u64>,
-    /// Reads in a row that found the catch-up's next entry damaged.
-    catch_up_damaged: usize,
+    /// Where the catch-up last read a damaged entry, and how many reads in a row did.
+    catch_up_damaged: (u64, usize),
     slots: Vec<Option<Inflight>>,
     waiting: VecDeque<VolReq>,
     /// Reads handed over because they touch a live slot's blocks, in arrival order.
@@ -195,7 +195,7 @@ impl VolumeCore {
             catch_up: None,
             catch_up_to: None,
             catch_up_read: None,
-            catch_up_damaged: 0,
+            catch_up_damaged: (0, 0),
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             waiting: VecDeque::new(),
             reads: VecDeque::new(),
