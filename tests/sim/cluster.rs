@@ -93,6 +93,8 @@ pub struct Outcome {
     pub misreads: u64,
     /// Link cuts.
     pub cuts: u64,
+    /// Links clogged (slowed to a low bandwidth for a while).
+    pub clogs: u64,
     /// Volume blocks the secondary took as resyncs from the dirty-block map (it fell out of
     /// step: dropped a whole log behind, or its staging log ended before the primary's head).
     pub resynced: u64,
@@ -131,6 +133,8 @@ struct Node {
 enum Pending {
     Restart(usize),
     Heal(usize, usize),
+    /// A clogged link flows again.
+    Unclog(usize, usize),
     /// (Re)try a failover to the secondary.
     Failover,
     /// (Re)try failing the old primary back.
@@ -560,6 +564,10 @@ impl Cluster {
                     self.net.set_cut(a, b, false);
                     self.event(format!("{} -> {} healed", NAMES[a], NAMES[b]));
                 }
+                Pending::Unclog(a, b) => {
+                    self.net.set_clog(a, b, None);
+                    self.event(format!("{} -> {} flows again", NAMES[a], NAMES[b]));
+                }
                 Pending::Failover => self.operator_step(Self::begin_failover)?,
                 Pending::Failback => self.operator_step(Self::failback)?,
                 Pending::Crash(n) => self.crash_and_restart(n),
@@ -618,12 +626,30 @@ impl Cluster {
                 ));
             }
             9 if self.failing_over.is_none() => self.operator_step(Self::operator)?,
+            8 if self.rng.below(2) == 0 => self.clog(n),
             _ => {
                 self.net.reset_one();
                 self.event("a connection reset".into());
             }
         }
         Ok(())
+    }
+
+    /// Clogs the link from `n` to another node: 64 KiB/s to 4 MiB/s for up to six seconds.
+    fn clog(&mut self, n: usize) {
+        let m = (n + 1 + self.rng.below(2) as usize) % 3;
+        let bw = (64 << 10) << self.rng.below(7);
+        let span = 100 * MS + self.rng.below(6 * S);
+        self.net.set_clog(n, m, Some(bw));
+        self.later(span, Pending::Unclog(n, m));
+        self.out.clogs += 1;
+        self.event(format!(
+            "{} -> {} clogged to {} KiB/s for {} ms",
+            NAMES[n],
+            NAMES[m],
+            bw >> 10,
+            span / MS
+        ));
     }
 
     /// Faults stop: heal, restart, finish the host's I/O, and wait for the secondary to apply
@@ -677,7 +703,7 @@ impl Cluster {
                 Pending::Replace(n) => self.replace(n)?,
                 Pending::Failover => failover = true,
                 Pending::Failback => failback = true,
-                Pending::Restart(_) | Pending::Heal(..) | Pending::Crash(_) => {}
+                Pending::Restart(_) | Pending::Heal(..) | Pending::Unclog(..) | Pending::Crash(_) => {}
             }
         }
         if failover {

@@ -1,7 +1,8 @@
 //! A simulated network of byte streams between nodes: ordered delivery per direction with a
 //! seeded delay (a stream transport never reorders), bounded buffers, one-way and two-way
-//! partitions (bytes wait; connects are not answered), connection resets, and nodes that go
-//! dark when they crash (their streams reset when they come back).
+//! partitions (bytes wait; connects are not answered), clogged links (a directed link slowed to
+//! a bandwidth of its own, so bytes queue and buffers fill), connection resets, and nodes that
+//! go dark when they crash (their streams reset when they come back).
 //!
 //! Links reach it through ferrite's `Dialer`/`Stream` seam, so `TcpLink` and `BunkerConn` run
 //! over it unchanged.
@@ -43,6 +44,8 @@ struct NetState {
     accepts: BTreeMap<usize, VecDeque<(SimStream, SocketAddr)>>,
     /// Directed cuts: bytes from `.0` to `.1` are held.
     cut: BTreeSet<(usize, usize)>,
+    /// Directed clogs: bytes from `.0` to `.1` flow at this many bytes per second at most.
+    clog: BTreeMap<(usize, usize), u64>,
     down: BTreeSet<usize>,
     pipes: Vec<Weak<Mutex<Pipe>>>,
 }
@@ -80,6 +83,7 @@ impl SimNet {
             listeners: BTreeMap::new(),
             accepts: BTreeMap::new(),
             cut: BTreeSet::new(),
+            clog: BTreeMap::new(),
             down: BTreeSet::new(),
             pipes: Vec::new(),
         };
@@ -115,9 +119,20 @@ impl SimNet {
         }
     }
 
-    /// Releases every cut.
+    /// Slows bytes from `a` to `b` to `bytes_per_s` (or, with `None`, lets them flow again).
+    pub fn set_clog(&self, a: usize, b: usize, bytes_per_s: Option<u64>) {
+        let mut st = self.state();
+        match bytes_per_s {
+            Some(bw) => st.clog.insert((a, b), bw.max(1)),
+            None => st.clog.remove(&(a, b)),
+        };
+    }
+
+    /// Releases every cut and clog.
     pub fn heal(&self) {
-        self.state().cut.clear();
+        let mut st = self.state();
+        st.cut.clear();
+        st.clog.clear();
     }
 
     /// Node `n` crashed: it stops listening and its streams go silent.
@@ -250,8 +265,11 @@ impl Write for SimStream {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = buf.len().min(room);
+        let clog = st.clog.get(&(p.nodes[self.side], p.nodes[1 - self.side])).copied();
         let d = &mut p.dir[self.side];
-        let at = d.last.max(st.clock.now() + st.delay());
+        // A clogged link delivers one write after another at its bandwidth.
+        let paced = clog.map_or(0, |bw| d.last + n as u64 * 1_000_000_000 / bw);
+        let at = d.last.max(st.clock.now() + st.delay()).max(paced);
         d.last = at;
         d.chunks.push_back((at, buf[..n].to_vec()));
         d.bytes += n;
