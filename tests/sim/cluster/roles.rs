@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use super::failover::Phase;
 use super::*;
+use ferrite::bdev::{BdevIo, IoType};
 use ferrite::replication::migrate;
 use ferrite::replication::secondary::failover::{self, FailoverRequest};
 
@@ -76,6 +77,7 @@ impl Cluster {
             self.later(200 * MS, Pending::Failback);
             return Ok(());
         }
+        self.fenced_refuses(old)?;
         let fork = self.fork.expect("a failover forked the volume");
         let node = &self.nodes[old];
         let log: Arc<dyn Bdev> = Arc::new(node.disks[roles_log(old)].clone());
@@ -90,6 +92,27 @@ impl Cluster {
         self.out.failbacks += 1;
         self.event(format!("failback: {} rejoins as secondary, {blocks} divergent blocks", NAMES[old]));
         Ok(())
+    }
+
+    /// A fenced node never accepts a write: one sent to it (a host that never moved) is
+    /// refused at once.
+    fn fenced_refuses(&mut self, n: usize) -> Result<(), String> {
+        let node = &mut self.nodes[n];
+        let (Some((_, ch)), Some(mut buf)) = (node.volume.as_mut(), node.pool.alloc()) else { return Ok(()) };
+        buf.set_len(BLOCK);
+        let tag = u64::MAX;
+        let io =
+            BdevIo { ty: IoType::Write, offset_blocks: 0, num_blocks: 1, buf: Some(buf), fua: false, tag };
+        if ch.submit(io).is_err() {
+            return Err(format!("{}: a fenced volume did not answer a write", NAMES[n]));
+        }
+        let mut done = Vec::new();
+        ch.poll(&mut done);
+        match done.iter().find(|c| c.tag == tag) {
+            Some(c) if !c.status.is_success() => Ok(()),
+            Some(_) => Err(format!("{}: a fenced volume accepted a write", NAMES[n])),
+            None => Err(format!("{}: a fenced volume took a write in instead of refusing it", NAMES[n])),
+        }
     }
 
     /// Ends node `n`'s primary volume (its home poller closes, its last volume writes are
