@@ -6,7 +6,13 @@
 //! (after every restart, on every host read, after a failover, and at the end: no acknowledged
 //! write lost or changed); a frozen replica is a prefix of the primary's writes; once faults stop the cluster converges within a bound (the
 //! secondary applies everything the primary committed, and the replica then equals the
-//! primary; a failed-over old primary is fenced, then fails back).
+//! primary; a failed-over old primary is fenced, then fails back); a fenced old primary refuses
+//! a write sent to it at once.
+//!
+//! Faults: crashes and restarts, link cuts, clogs and resets, disk I/O errors (the node that
+//! saw one is restarted, as an operator would) and misreads from log devices (a replica whose
+//! applier stopped on an entry that reads damaged every time is restarted, and fetches it
+//! again), and the operator's failovers, failbacks and migrations.
 
 mod failover;
 mod freeze;
