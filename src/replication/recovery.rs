@@ -160,8 +160,10 @@ fn next_valid(
     pos: u64,
     window: u64,
 ) -> std::io::Result<Option<u64>> {
-    for _ in 0..READS {
-        r.forget();
+    for pass in 0..READS {
+        if pass > 0 {
+            r.forget();
+        }
         for p in pos + 1..=pos + window {
             if let Found::Entry(_) = probe(r, geo, p)? {
                 return Ok(Some(p));

@@ -311,7 +311,7 @@ impl Cluster {
                 d.set_errors(errors);
                 // Volumes (disk 0 of a node that holds one) carry no checksums.
                 let volume = i == 0 && n != BUNKER;
-                d.set_misreads(if volume { 0 } else { misreads }, true);
+                d.set_misreads(if volume { 0 } else { misreads });
             }
         }
     }
@@ -615,9 +615,9 @@ impl Cluster {
         match self.rng.below(10) {
             0..=3 if self.nodes[n].reactor.is_some() => self.crash_and_restart(n),
             4..=7 => {
-                let m = (n + 1 + self.rng.below(2) as usize) % 3;
+                let m = self.peer_of(n);
                 let both = self.rng.below(2) == 0;
-                let span = 100 * MS + self.rng.below(6 * S);
+                let span = self.fault_span();
                 for (a, b) in [(n, m), (m, n)].into_iter().take(if both { 2 } else { 1 }) {
                     self.net.set_cut(a, b, true);
                     self.later(span, Pending::Heal(a, b));
@@ -641,11 +641,21 @@ impl Cluster {
         Ok(())
     }
 
+    /// One of the two other nodes, at random.
+    fn peer_of(&mut self, n: usize) -> usize {
+        (n + 1 + self.rng.below(2) as usize) % 3
+    }
+
+    /// How long a link fault lasts: 100 ms to 6.1 s.
+    fn fault_span(&mut self) -> Nanos {
+        100 * MS + self.rng.below(6 * S)
+    }
+
     /// Clogs the link from `n` to another node: 64 KiB/s to 4 MiB/s for up to six seconds.
     fn clog(&mut self, n: usize) {
-        let m = (n + 1 + self.rng.below(2) as usize) % 3;
+        let m = self.peer_of(n);
         let bw = (64 << 10) << self.rng.below(7);
-        let span = 100 * MS + self.rng.below(6 * S);
+        let span = self.fault_span();
         self.net.set_clog(n, m, Some(bw));
         self.later(span, Pending::Unclog(n, m));
         self.out.clogs += 1;

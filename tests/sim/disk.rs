@@ -46,11 +46,8 @@ pub struct DiskState {
     errors: u64,
     /// The last one: what it was and where.
     last_error: String,
-    /// One read in this many comes back wrong (0: none)...
+    /// One read in this many comes back wrong (0: none).
     misread_one_in: u64,
-    /// ... at any time, or only while I/O completes at once (a node starting: recovery,
-    /// inventory, superblocks).
-    misread_always: bool,
     /// Reads that came back wrong so far.
     misreads: u64,
 }
@@ -88,7 +85,6 @@ impl SimDisk {
             errors: 0,
             last_error: String::new(),
             misread_one_in: 0,
-            misread_always: false,
             misreads: 0,
         };
         SimDisk { name: name.into(), block_size, blocks, st: Arc::new(Mutex::new(st)) }
@@ -143,11 +139,9 @@ impl SimDisk {
         self.state().error_one_in = one_in;
     }
 
-    /// Makes one read in `one_in` come back wrong (0: none), `always` or only while I/O
-    /// completes at once.
-    pub fn set_misreads(&self, one_in: u64, always: bool) {
-        let mut st = self.state();
-        (st.misread_one_in, st.misread_always) = (one_in, always);
+    /// Makes one read in `one_in` come back wrong (0: none).
+    pub fn set_misreads(&self, one_in: u64) {
+        self.state().misread_one_in = one_in;
     }
 
     /// Reads that came back wrong so far.
@@ -205,8 +199,7 @@ impl DiskState {
             IoType::Read => {
                 let buf = io.buf.as_mut().expect("validated read has a buffer");
                 let mut first = first;
-                let armed = self.misread_one_in > 0 && (self.misread_always || self.immediate);
-                let wrong = armed && self.rng.below(self.misread_one_in) == 0;
+                let wrong = self.misread_one_in > 0 && self.rng.below(self.misread_one_in) == 0;
                 let misdirected = wrong && self.rng.below(2) == 0;
                 if misdirected {
                     let blocks = (self.media.len() / b) as u64;

@@ -5,7 +5,7 @@
 //!
 //! Entries of older laps carry older LSNs, so following the chain of LSNs from a start never
 //! picks up a stale entry; a torn entry fails its data checksum and ends the chain there.
-//! Where the chain from the superblock's head breaks, the entry there is read again before the
+//! Where the chain from the superblock's checkpoint breaks, the entry there is read again before the
 //! break is believed: a corrupted or misdirected read must not shorten what the log holds.
 
 use std::collections::BTreeMap;
@@ -39,10 +39,9 @@ pub fn scan(log: &Arc<dyn Bdev>, pool: &DmaPool, sb: &Superblock) -> Result<BTre
         }
         p0 += CHUNK;
     }
-    for from in [sb.head_lsn, sb.checkpoint_lsn] {
-        confirm_run(&mut ch, pool, sb, &mut found, from)
-            .map_err(|s| format!("reading {} for its inventory: {s}", log.name()))?;
-    }
+    // A bunker or staging log resumes from its checkpoint (`BunkerState::resumed`).
+    confirm_run(&mut ch, pool, sb, &mut found, sb.checkpoint_lsn)
+        .map_err(|s| format!("reading {} for its inventory: {s}", log.name()))?;
     Ok(found)
 }
 

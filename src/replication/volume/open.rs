@@ -152,7 +152,7 @@ const SUPER_READS: usize = 3;
 /// absent it reads again (up to [`SUPER_READS`] times), keeping the newest copy seen, so that a
 /// corrupted or misdirected read never makes a log look fresh (and formattable) or older than
 /// it is. An error only when every read showed no valid copy.
-pub fn read_super(ch: &mut Channel, pool: &DmaPool) -> Result<Result<Superblock, SuperError>, IoStatus> {
+fn read_super(ch: &mut Channel, pool: &DmaPool) -> Result<Result<Superblock, SuperError>, IoStatus> {
     let sector = ch.bdev().block_size() as usize;
     let mut best: Option<Superblock> = None;
     let mut last = Err(SuperError::Missing);

@@ -6,7 +6,9 @@
 //!
 //! Invariant: a range is published (Release) before its write can be answered, and withdrawn
 //! only after the data bdev completed the write; so a read that finds no overlap either races
-//! an unanswered write (any result is legal) or sees the written data on the data bdev.
+//! an unanswered write (any result is legal) or sees the written data on the data bdev. A range
+//! whose volume write failed is never withdrawn: the volume has stopped, and the home reactor
+//! fails reads of it until recovery re-applies the entry.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

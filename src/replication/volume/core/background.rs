@@ -315,9 +315,7 @@ impl VolumeCore {
     }
 
     fn fail_waiting(&mut self) {
-        while let Some(req) = self.shared.requests.pop() {
-            self.sort_request(req);
-        }
+        self.sort_queued();
         if self.shared.fenced.load(Ordering::Acquire) || self.shared.deleted.load(Ordering::Acquire) {
             for req in self.reads.drain(..) {
                 let c = IoCompletion { tag: req.io.tag, status: IoStatus::Aborted, buf: req.io.buf };

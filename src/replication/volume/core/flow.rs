@@ -14,11 +14,7 @@ impl VolumeCore {
         // A stopped volume starts no write (they wait to be failed once the slots drain); its
         // reads still go to their queue.
         if halt(&self.shared.stopped) {
-            while let Some(req) = self.shared.requests.pop() {
-                self.sort_request(req);
-                work = true;
-            }
-            return work;
+            return self.sort_queued();
         }
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
             let Some(req) = self.next_write() else { break };
@@ -35,9 +31,7 @@ impl VolumeCore {
         }
         // Keep order: anything behind a blocked write waits behind it.
         if !self.waiting.is_empty() {
-            while let Some(req) = self.shared.requests.pop() {
-                self.sort_request(req);
-            }
+            self.sort_queued();
         }
         work
     }
@@ -56,7 +50,17 @@ impl VolumeCore {
         None
     }
 
-    pub(super) fn sort_request(&mut self, req: VolReq) {
+    /// Moves every queued request to its own queue (reads, or writes waiting); true if any.
+    pub(super) fn sort_queued(&mut self) -> bool {
+        let mut any = false;
+        while let Some(req) = self.shared.requests.pop() {
+            self.sort_request(req);
+            any = true;
+        }
+        any
+    }
+
+    fn sort_request(&mut self, req: VolReq) {
         if req.io.ty == IoType::Read {
             self.reads.push_back(req);
         } else {
