@@ -13,7 +13,7 @@ use ferrite::replication::wire::Msg;
 use serde_json::json;
 
 fn bunker() -> (Daemon, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let d = Daemon::start("[reactor]\ncores = [0]\n[[bdev]]\ntype = \"uring\"\nname = \"BLog\"\nfilename = \"@DIR@/b.log\"\ncreate_size_mb = 8\nblock_size = 512\n");
     d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{port}")}))).unwrap();
     d.rpc("bunker_create", Some(json!({"volume": "v", "log_bdev": "BLog"}))).unwrap();
@@ -126,7 +126,7 @@ fn bad_peer_input_is_refused_and_the_bunker_keeps_serving() {
 }
 
 fn secondary() -> (Daemon, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let d = Daemon::start(
         "[reactor]\ncores = [0]\n\
          [[bdev]]\ntype = \"uring\"\nname = \"SStage\"\nfilename = \"@DIR@/s.log\"\ncreate_size_mb = 8\nblock_size = 512\n\

@@ -180,7 +180,7 @@ fn spdk_rpc_py_drives_ferrite() {
 
 fn nvmf_through_rpc_py(run: &dyn Fn(&[&str]) -> (bool, String)) {
     let nqn = "nqn.2016-06.io.spdk:cnode1";
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let port = common::free_port().to_string();
     let steps: &[&[&str]] = &[
         &["nvmf_create_transport", "-t", "TCP"],
         &["nvmf_create_subsystem", nqn, "-s", "SPDK00000000000001", "-d", "ferrite test", "-m", "32"],

@@ -10,15 +10,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, Daemon};
+use common::{bin, free_port, Daemon};
 use serde_json::Value;
 
 const NQN: &str = "nqn.2026-11.io.ferrite:perf";
 const HOST: &str = "nqn.2026-11.io.ferrite:perf-host";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Target {
     d: Daemon,

@@ -18,9 +18,31 @@ pub struct Daemon {
     pub socket: PathBuf,
 }
 
-/// A TCP port free on loopback right now.
+/// A TCP port free on loopback right now, for a daemon to listen on later.
+///
+/// Drawn below Linux's ephemeral range (32768-60999 by default), where `bind(0)` and every
+/// outgoing connection take their local ports: a port handed out from that range could be taken
+/// by some test's client connection before the daemon binds it (seen: "Address already in use"
+/// on a primary restarted mid-test). Each process starts at a pid-derived offset and walks on, so
+/// two test binaries or threads rarely meet; a port found bound is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Whether the Linux guest may be booted: `FERRITE_GUEST=1` (scripts/test.sh sets it) and a
