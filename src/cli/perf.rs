@@ -81,7 +81,8 @@ pub struct PerfArgs {
     /// Spin when idle instead of sleeping after a short idle spell.
     #[arg(long)]
     busy_poll: bool,
-    /// Set Force Unit Access on every write (NVMe/TCP): each is durable when it completes.
+    /// Set Force Unit Access on every write (NVMe/TCP and --bdev): each is durable when it
+    /// completes.
     #[arg(long)]
     fua: bool,
     /// Append a record for every acknowledged write to FILE (implies --verify stamps).
@@ -117,6 +118,7 @@ impl PerfArgs {
             warmup_s: self.warmup,
             verify: self.verify,
             seed: 0x5EED,
+            fua: self.fua,
         }
     }
 

@@ -111,7 +111,7 @@ impl BdevJob {
             offset_blocks: lba,
             num_blocks: self.blocks_per_io as u32,
             buf: Some(buf),
-            fua: false,
+            fua: !read && self.w.fua,
             tag: idx as u64,
         };
         match self.channel.submit(io) {

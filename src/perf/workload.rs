@@ -67,6 +67,9 @@ pub struct Workload {
     /// Seed for offsets.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Every write with Force Unit Access: durable when it completes.
+    #[serde(default)]
+    pub fua: bool,
 }
 
 fn half() -> u8 {

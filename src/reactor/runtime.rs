@@ -4,6 +4,13 @@
 //! spins while there is work and, after `idle_spell_us` without any, sleeps in `epoll_wait` on
 //! the reactor's doorbell and watched descriptors until a message, an I/O completion, a socket
 //! or the next timer is due. These machines have two cores, so sleeping is the default.
+//!
+//! An idle pass yields the core (`sched_yield`) in both policies: kernel work our own I/O
+//! waits for may be queued on this core (the completion of an `RWF_DSYNC` write runs in a
+//! kworker on the core that took the disk interrupt; softirq network processing falls to
+//! ksoftirqd), and a reactor that merely spins holds it off for the rest of its time slice.
+//! Measured: a spinning thread on the disk-interrupt core took 4 KiB FUA writes from 90 µs
+//! to 4 ms at the median; a yielding one left them at 84 µs.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -215,12 +222,12 @@ pub fn run_loop(reactor: &mut Reactor, cfg: &RuntimeConfig, clock: &MonotonicClo
             continue;
         }
         if cfg.idle_policy == IdlePolicy::Busy {
-            std::hint::spin_loop();
+            std::thread::yield_now();
             continue;
         }
         let since = *idle_since.get_or_insert(now);
         if now - since < idle_spell {
-            std::hint::spin_loop();
+            std::thread::yield_now();
             continue;
         }
         let until_timer = reactor.next_timer_due().map_or(max_sleep, |due| due.saturating_sub(now));

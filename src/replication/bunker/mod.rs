@@ -228,6 +228,13 @@ impl Bunkers {
     }
 }
 
+/// Entries received back to back, written to the log together.
+struct Run {
+    lsn: u64,
+    sectors: u64,
+    buf: crate::sys::DmaBuf,
+}
+
 struct Attached {
     vol: Arc<BunkerVolume>,
     ch: Channel,
@@ -244,6 +251,8 @@ pub struct BunkerConn {
     pool: DmaPool,
     att: Option<Attached>,
     inflight: BTreeMap<u64, (u64, u32)>,
+    /// Contiguous entries received in this poll, not yet written ([`BunkerConn::issue_run`]).
+    run: Option<Run>,
     next_tag: u64,
     /// Requested ranges `[from, to)`; the front one streams, `from` being the next to send.
     reads: VecDeque<(u64, u64)>,
@@ -299,6 +308,7 @@ impl BunkerConn {
             pool,
             att: None,
             inflight: BTreeMap::new(),
+            run: None,
             next_tag: 0,
             reads: VecDeque::new(),
             read_issue: None,
@@ -322,6 +332,11 @@ impl BunkerConn {
     }
 
     fn handle(&mut self, cx: &mut PollCtx<'_>, msg: Msg) {
+        if !matches!(msg, Msg::Write { .. }) {
+            if let Err(why) = self.issue_run() {
+                return self.refuse(why);
+            }
+        }
         match msg {
             Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head } => {
                 if let Err(why) = self.attach(cx, &volume, uuid, epoch, sector, ring_sectors, head) {
@@ -540,20 +555,40 @@ impl BunkerConn {
             }
             self.next_lsn = lsn + sectors;
         }
-        let mut buf = self.pool.alloc().ok_or("bunker out of DMA buffers")?;
-        buf.set_len(data.len());
-        buf.as_mut_slice().copy_from_slice(data);
+        let geo = a.geo;
+        let joins = self.run.as_ref().is_some_and(|r| {
+            lsn == r.lsn + r.sectors
+                && r.sectors + sectors <= geo.until_wrap(r.lsn)
+                && r.buf.len() + data.len() <= r.buf.capacity()
+        });
+        if !joins {
+            self.issue_run()?;
+            let mut buf = self.pool.alloc().ok_or("bunker out of DMA buffers")?;
+            buf.set_len(0);
+            self.run = Some(Run { lsn, sectors: 0, buf });
+        }
+        let r = self.run.as_mut().expect("a run to join");
+        let at = r.buf.len();
+        r.buf.set_len(at + data.len());
+        r.buf.as_mut_slice()[at..].copy_from_slice(data);
+        r.sectors += sectors;
+        Ok(())
+    }
+
+    /// Writes the run of contiguous entries received so far (one FUA write: group commit).
+    fn issue_run(&mut self) -> Result<(), String> {
+        let (Some(r), Some(a)) = (self.run.take(), self.att.as_mut()) else { return Ok(()) };
         self.next_tag += 1;
         let io = BdevIo {
             ty: IoType::Write,
-            offset_blocks: a.geo.block_of(lsn),
-            num_blocks: sectors as u32,
-            buf: Some(buf),
+            offset_blocks: a.geo.block_of(r.lsn),
+            num_blocks: r.sectors as u32,
+            buf: Some(r.buf),
             fua: true,
             tag: self.next_tag,
         };
         a.ch.submit(io).map_err(|_| "bunker log queue full".to_string())?;
-        self.inflight.insert(self.next_tag, (lsn, sectors as u32));
+        self.inflight.insert(self.next_tag, (r.lsn, r.sectors as u32));
         Ok(())
     }
 
@@ -706,6 +741,9 @@ impl Poller for BunkerConn {
             }
         }
         self.msgs = msgs;
+        if let Err(why) = self.issue_run() {
+            self.refuse(why);
+        }
         work |= self.reap();
         work |= self.resync_reap();
         work |= self.read_step();

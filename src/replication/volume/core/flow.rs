@@ -29,6 +29,7 @@ impl VolumeCore {
             }
             work = true;
         }
+        self.issue_batch();
         // Keep order: anything behind a blocked write waits behind it.
         if !self.waiting.is_empty() {
             self.sort_queued();
@@ -141,7 +142,6 @@ impl VolumeCore {
             }
             sent = pad_sent && link.write_at(res.lsn, entry.as_slice());
         }
-        self.issue_log(slot, K_LOG, res.lsn, entry);
         if let (Some((plsn, _)), Some(p)) = (res.pad, pad.as_ref()) {
             let mut copy = self.pool.alloc().expect(exhausted);
             copy.set_len(p.len());
@@ -153,7 +153,8 @@ impl VolumeCore {
             req,
             len,
             res,
-            entry: None,
+            entry: Some(entry),
+            batch: None,
             sent,
             pad_sent,
             pad_local: pad.is_none(),
@@ -166,6 +167,7 @@ impl VolumeCore {
             started: now,
         };
         self.slots[slot] = Some(f);
+        self.batch_add(slot, res.lsn, res.sectors);
         true
     }
 
@@ -231,6 +233,7 @@ impl VolumeCore {
         let (slot, kind) = ((c.tag >> 8) as usize, c.tag & 0xFF);
         match kind {
             K_FLUSH | K_SUPER | K_MAP => return self.on_checkpoint(kind, c.status),
+            K_BATCH => return self.on_batch(slot, c.status),
             K_CATCHUP => return self.on_catch_up_read(c),
             K_READ => return self.on_read(slot, c),
             K_SHIP => return self.on_ship_read(slot, c),
@@ -238,24 +241,14 @@ impl VolumeCore {
             K_VOLUME if !c.status.is_success() => return self.volume_failed(slot, c.status),
             _ => {}
         }
+        if kind == K_LOG {
+            return self.log_done(slot, c.status, c.buf);
+        }
         let s = self.slots[slot].as_mut().expect("completion for a live slot");
         if !c.status.is_success() && !s.answered {
             s.status = c.status;
         }
         match kind {
-            K_LOG if !c.status.is_success() => {
-                tracing::error!(volume = self.shared.name, status = %c.status, "change log write failed: the volume stops taking writes");
-                self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
-                s.local = true;
-                s.volume = true;
-                s.applied = false;
-                self.shared.pending.clear(slot);
-            }
-            K_LOG => {
-                s.local = true;
-                s.entry = c.buf;
-                self.issue_volume(slot);
-            }
             K_PAD => s.pad_local = true,
             K_VOLUME => {
                 s.volume = true;
@@ -264,6 +257,27 @@ impl VolumeCore {
             }
             _ => unreachable!("unknown tag kind {kind}"),
         }
+    }
+
+    /// A slot's log entry is written (durable: FUA) or failed; `buf` is the entry's buffer
+    /// when it went alone.
+    pub(super) fn log_done(&mut self, slot: usize, status: IoStatus, buf: Option<DmaBuf>) {
+        let s = self.slots[slot].as_mut().expect("completion for a live slot");
+        if !status.is_success() && !s.answered {
+            s.status = status;
+        }
+        s.local = true;
+        if buf.is_some() {
+            s.entry = buf;
+        }
+        if status.is_success() {
+            return self.issue_volume(slot);
+        }
+        tracing::error!(volume = self.shared.name, %status, "change log write failed: the volume stops taking writes");
+        self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
+        s.volume = true;
+        s.applied = false;
+        self.shared.pending.clear(slot);
     }
 
     /// Answers writes whose log copies are durable (per mode), and retires those whose volume

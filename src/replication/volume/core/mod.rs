@@ -3,6 +3,7 @@
 //! durable, answers the host, checkpoints, and catches the bunker up after an outage.
 //!
 //! Per write: `reserve → {local log write (FUA) ‖ bunker write} → local durable → volume write`;
+//! the writes one poll starts share one local log write ([`commit`]: group commit);
 //! the host is answered once the local entry and (per mode) the bunker copy are durable, and the
 //! slot is retired (log `finish`, so `applied` may pass it) once the volume write is done too.
 //! Overlapping writes wait until the earlier one is retired, so the volume sees them in log
@@ -38,6 +39,8 @@ const K_READ: u64 = 6;
 const K_SHIP: u64 = 7;
 const K_RESYNC: u64 = 8;
 const K_MAP: u64 = 9;
+/// A group-commit write of several slots' entries (tagged with the batch's first slot).
+const K_BATCH: u64 = 10;
 const CHECKPOINT_EVERY: Nanos = 500 * NS_PER_MS;
 const STATUS_EVERY: Nanos = 100 * NS_PER_MS;
 
@@ -50,8 +53,10 @@ struct Inflight {
     /// The request's buffer length, if it has one.
     len: Option<usize>,
     res: Reservation,
-    /// The entry bytes (absent while the log write holds them).
+    /// The entry bytes (absent while a log write of the entry alone holds them).
     entry: Option<DmaBuf>,
+    /// The group-commit batch whose log write carries the entry, while it runs.
+    batch: Option<usize>,
     /// The entry reached the bunker link's send queue.
     sent: bool,
     /// The pad (if any) reached the bunker link's send queue.
@@ -123,6 +128,10 @@ pub struct VolumeCore {
     /// Where the catch-up last read a damaged entry, and how many reads in a row did.
     catch_up_damaged: (u64, usize),
     slots: Vec<Option<Inflight>>,
+    /// Started slots whose entries go to the log in one write ([`commit`]), in LSN order.
+    batch: Vec<usize>,
+    /// The LSN after the batch's last entry.
+    batch_end: u64,
     waiting: VecDeque<VolReq>,
     /// Reads handed over because they touch a live slot's blocks, in arrival order.
     reads: VecDeque<VolReq>,
@@ -197,6 +206,8 @@ impl VolumeCore {
             catch_up_read: None,
             catch_up_damaged: (0, 0),
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
+            batch: Vec::with_capacity(MAX_INFLIGHT),
+            batch_end: 0,
             waiting: VecDeque::new(),
             reads: VecDeque::new(),
             read_slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
@@ -335,6 +346,7 @@ fn rewatch(cx: &mut PollCtx<'_>, watched: &mut Option<RawFd>, fd: Option<RawFd>)
 }
 
 mod background;
+mod commit;
 mod flow;
 mod ship;
 
