@@ -1,4 +1,5 @@
-//! Replication: the change log ([`log`], [`format`], [`recovery`]), replicated volumes
+//! Replication: the change log ([`log`], [`format`], [`recovery`], the in-memory ring of recent
+//! entries [`memlog`]), replicated volumes
 //! ([`volume`]), the bunker role ([`bunker`]), the secondary role and failover ([`secondary`]) and
 //! the wire protocol between nodes ([`wire`]).
 //!
@@ -10,6 +11,7 @@ pub mod dirty;
 pub mod format;
 pub mod log;
 pub mod manager;
+pub mod memlog;
 pub mod migrate;
 pub mod recovery;
 pub mod secondary;

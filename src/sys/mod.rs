@@ -12,4 +12,4 @@ pub mod region;
 pub mod signal;
 
 pub use dma::{DmaBuf, DmaPool};
-pub use region::Region;
+pub use region::{Memory, Region};

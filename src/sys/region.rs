@@ -80,6 +80,37 @@ impl Region {
     }
 }
 
+/// A region used as plain memory by its one owner (never handed out by pointer, as the DMA
+/// pool's is), so it can be borrowed as a byte slice.
+pub struct Memory(Region);
+
+impl Memory {
+    /// Maps at least `len` bytes, zeroed.
+    pub fn new(len: usize, backing: Backing) -> io::Result<Memory> {
+        Region::new(len, backing).map(Memory)
+    }
+
+    /// The whole region (its length is `len` rounded up to the page size).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes owned by this Memory for its lifetime
+        // (mapped zeroed, so initialised) and never reached through a raw pointer elsewhere;
+        // the shared borrow of self keeps writers out.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.len()) }
+    }
+
+    /// The whole region, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and the exclusive borrow of self makes this the only
+        // reference into the mapping for its lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), self.0.len()) }
+    }
+
+    /// Whether it sits on hugepages.
+    pub fn is_huge(&self) -> bool {
+        self.0.is_huge()
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: the mapping was created by `map` with exactly this address and length and is

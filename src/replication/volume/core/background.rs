@@ -110,7 +110,8 @@ impl VolumeCore {
         }
     }
 
-    /// Streams committed log bytes the bunker missed, from the local log.
+    /// Streams committed log bytes the bunker missed, from the in-memory ring while it holds
+    /// them, else from the local log.
     pub(super) fn catch_up_step(&mut self) -> bool {
         let (Some(from), Some(to)) = (self.catch_up, self.catch_up_to) else { return false };
         if self.catch_up_read.is_some() || !self.link_up() {
@@ -127,6 +128,13 @@ impl VolumeCore {
         }
         let per_buf = (self.pool.buf_size() / self.geo.sector as usize) as u64;
         let n = (committed - from).min(per_buf).min(self.geo.until_wrap(from));
+        if let Some(data) = self.mem.as_ref().and_then(|m| m.get(from, n)) {
+            // From memory: exactly what was written, no read and nothing to check.
+            let sent = data.len() as u64 / u64::from(self.geo.sector);
+            let queued = self.link.as_mut().is_some_and(|l| l.write_at(from, data));
+            self.catch_up = Some(from + if queued { sent } else { 0 });
+            return queued;
+        }
         let Some(mut buf) = self.pool.alloc() else { return false };
         buf.set_len(n as usize * self.geo.sector as usize);
         let io = BdevIo {

@@ -135,6 +135,12 @@ impl VolumeCore {
         let exhausted = "DMA pool exhausted with a log reservation held: size the pool for MAX_INFLIGHT";
         let entry = self.build_entry(&req, kind, res.lsn, sectors).expect(exhausted);
         let pad = res.pad.map(|(l, n)| self.pad_entry(l, n).expect(exhausted));
+        if let Some(m) = self.mem.as_mut() {
+            if let (Some((plsn, _)), Some(p)) = (res.pad, pad.as_ref()) {
+                m.append(plsn, p.as_slice());
+            }
+            m.append(res.lsn, entry.as_slice());
+        }
         let (mut sent, mut pad_sent) = (self.link.is_none(), self.link.is_none() || pad.is_none());
         if let Some(link) = self.link.as_mut() {
             if let (Some((plsn, _)), Some(p)) = (res.pad, pad.as_ref()) {

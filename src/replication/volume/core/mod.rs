@@ -26,6 +26,7 @@ use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
 use crate::replication::dirty::DirtyMap;
 use crate::replication::format::{EntryHeader, EntryKind, Superblock};
 use crate::replication::log::{LogGeometry, Reservation};
+use crate::replication::memlog::{MemLog, MEMLOG_BYTES};
 use crate::replication::wire::Msg;
 use crate::sys::{DmaBuf, DmaPool};
 
@@ -160,6 +161,8 @@ pub struct VolumeCore {
     oos: bool,
     /// The head stays here until a superblock recording `oos` is durable.
     oos_hold: Option<u64>,
+    /// Recent entries in memory, for shipping (absent if it could not be allocated).
+    mem: Option<MemLog>,
 }
 
 impl VolumeCore {
@@ -185,6 +188,7 @@ impl VolumeCore {
             shared.serving.store(true, std::sync::atomic::Ordering::Release);
         }
         shared.dirty_map.store(dirty.is_some(), std::sync::atomic::Ordering::Release);
+        let mem = Self::memlog(&shared);
         VolumeCore {
             name: format!("volume_{}", shared.name),
             shared,
@@ -226,8 +230,17 @@ impl VolumeCore {
             floor: sb.resync_floor,
             oos: sb.out_of_sync,
             oos_hold: None,
+            mem,
             sb,
         }
+    }
+
+    /// The in-memory ring, empty from the log's tail on.
+    fn memlog(shared: &VolumeShared) -> Option<MemLog> {
+        let (geo, tail) = (shared.log.geometry(), shared.log.tail());
+        MemLog::new(MEMLOG_BYTES, geo.sector, geo.ring_sectors, tail)
+            .map_err(|e| tracing::warn!(volume = shared.name, error = %e, "no in-memory ring: shipping reads the log device"))
+            .ok()
     }
 
     /// The Hello that attaches this volume's log to a peer.

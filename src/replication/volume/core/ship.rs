@@ -1,5 +1,6 @@
-//! Asynchronous shipping to the secondary: committed entries are read back from the local log
-//! in batches (by bytes, or after a short wait) and written, in LSN order, into the
+//! Asynchronous shipping to the secondary: committed entries are taken from the in-memory ring
+//! ([`crate::replication::memlog`]), or read back from the local log when the ring no longer
+//! holds them, in batches (by bytes, or after a short wait) and written, in LSN order, into the
 //! secondary's staging log over their own link; several batches may be in flight. The
 //! secondary acknowledges receipt (staging durable) and application; the log head never
 //! passes what it has applied, so nothing it still needs is overwritten.
@@ -245,6 +246,19 @@ impl VolumeCore {
         }
         sh.pending_since = None;
         let mut work = false;
+        // From memory while it holds the next entries and no device read waits to go first.
+        while let Some(data) =
+            self.mem.as_ref().filter(|_| sh.reads.is_empty() && sh.next < committed).and_then(|m| {
+                m.get(sh.next, (committed - sh.next).min(per_buf).min(self.geo.until_wrap(sh.next)))
+            })
+        {
+            if !sh.link.write_at(sh.next, data) {
+                return true; // the link's queue is full: again next poll
+            }
+            sh.next += data.len() as u64 / sector;
+            sh.read_to = sh.next;
+            work = true;
+        }
         while let Some(i) = sh.slots.iter().position(Option::is_none).filter(|_| sh.read_to < committed) {
             let n = (committed - sh.read_to).min(per_buf).min(self.geo.until_wrap(sh.read_to));
             let Some(mut buf) = self.pool.alloc() else { break };
