@@ -31,7 +31,8 @@
 #        entries with their headers), BENCH_TAIL_MB (64),
 #        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
 #        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
-#        BENCH_PERF_FLAGS (extra perf flags), CARGO_TARGET_DIR (as cargo).
+#        BENCH_PERF_FLAGS (extra perf flags), BENCH_SETUPS (the setups of a, "1 2 3"),
+#        BENCH_FAILOVER (0 skips b), CARGO_TARGET_DIR (as cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -216,7 +217,7 @@ export_nvmf prim "$APORT"
 # Setups: 1 no secondary; 2 a secondary on RAM bdevs (a remote node with disks of its own); 3 a
 # secondary on files of the same disk as the primary's (this machine as it is). Every row runs
 # on a fresh volume (its own log) with a fresh secondary.
-for setup in 1 2 3; do
+for setup in ${BENCH_SETUPS:-1 2 3}; do
   case $setup in
     1) name="(1) local-only, no secondary" ;;
     2) name="(2) + secondary on RAM bdevs" ;;
@@ -273,53 +274,55 @@ done
 { kill -9 "$PID_prim" && wait "$PID_prim"; } 2>/dev/null || true
 
 # ---- b. failover through the bunker ---------------------------------------------------------
-B=$WORK/b
-BPORT=$(free_port)
-SPORT=$(free_port)
-XPORT=$(free_port)
-CPORT=$(free_port)
-PPORT=$(free_port)
-SNPORT=$(free_port)
-say "b: bunker and secondary on core $SCORE, primary on core $TCORE, shipping through a $RATE_MBIT Mbit/s proxy"
-serve bunker "$SCORE" BLog "$B/b-log.log" "$LOG_BLOCK"
-rpc bunker replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}" > /dev/null
-rpc bunker bunker_create '{"volume": "vol0", "log_bdev": "BLog"}' > /dev/null
-serve bsec "$SCORE" SData "$B/s-data.img" 4096 SStage "$B/s-stage.log" "$LOG_BLOCK" SLog "$B/s-log.log" "$LOG_BLOCK"
-rpc bsec replication_listen "{\"address\": \"127.0.0.1:$SPORT\"}" > /dev/null
-rpc bsec secondary_create "{\"volume\": \"vol0\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
-  \"log_bdev\": \"SLog\", \"bunker\": \"127.0.0.1:$BPORT\"}" > /dev/null
-export_nvmf bsec "$SNPORT"
-taskset -c "$SCORE" "$BIN" proxy --listen "127.0.0.1:$XPORT" --to "127.0.0.1:$SPORT" --rate-mbit "$RATE_MBIT" \
-  --control "127.0.0.1:$CPORT" > "$WORK/proxy.txt" 2>&1 &
-PROXY=$!
-PIDS+=("$PROXY")
-wait_until "the proxy" 5 grep -q listen "$WORK/proxy.txt"
-serve bprim "$TCORE" Data "$B/p-data.img" 4096 Log "$B/p-log.log" "$LOG_BLOCK"
-PID_bprim=$SERVED
-rpc bprim volume_create "{\"name\": \"vol0\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log\", \"mode\": \"bunker-sync\",
-  \"bunker\": \"127.0.0.1:$BPORT\", \"on_bunker_loss\": \"local-only\"}" > /dev/null
-rpc bprim replication_create "{\"volume\": \"vol0\", \"secondary\": \"127.0.0.1:$XPORT\"}" > /dev/null
-export_nvmf bprim "$PPORT" vol0
-wait_until "the shipping link" 10 ship_up bprim
-bunker_up() { [ "$(rpc bprim volume_status '{"name": "vol0"}' | json 'j["status"]["bunker_link"]')" = up ]; }
-wait_until "the bunker link" 10 bunker_up
-COUNT=$((TAIL_MB * 8))
-say "b: writing $TAIL_MB MiB ($COUNT x 128 KiB, QD8)"
-"$BIN" perf -r "$(trid "$PPORT")" -c "$PCORE" -w write -q 8 -o 131072 --io-count "$COUNT" -t 120 --json \
-  > "$WORK/b-perf.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
-sleep 1.2 # the status is refreshed when the idle reactor wakes (max_sleep_ms 1000): current now
-ship bprim > "$WORK/b-lag.json"
-proxy_stats=$(exec 3<>"/dev/tcp/127.0.0.1/$CPORT" && echo stats >&3 && head -n1 <&3)
-say "b: lag $(json 'j["lag_bytes"]' < "$WORK/b-lag.json") B; proxy: $proxy_stats; SIGKILL the primary"
-{ kill -9 "$PID_bprim" && wait "$PID_bprim"; } 2>/dev/null || true
-t0=$(date +%s.%N)
-rpc bsec volume_failover "{\"volume\": \"vol0\", \"nqn\": \"$NQN\"}" > "$WORK/b-failover.json" ||
-  { cat "$WORK/bsec.txt" >&2; die "failover failed"; }
-t1=$(date +%s.%N)
-python3 -c "import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$t0" "$t1" \
-  > "$WORK/b-rpc-ms"
-say "b: failover $(json 'json.dumps(j)' < "$WORK/b-failover.json")"
-{ kill -9 "$PROXY" && wait "$PROXY"; } 2>/dev/null || true
+if [ "${BENCH_FAILOVER:-1}" = 1 ]; then
+  B=$WORK/b
+  BPORT=$(free_port)
+  SPORT=$(free_port)
+  XPORT=$(free_port)
+  CPORT=$(free_port)
+  PPORT=$(free_port)
+  SNPORT=$(free_port)
+  say "b: bunker and secondary on core $SCORE, primary on core $TCORE, shipping through a $RATE_MBIT Mbit/s proxy"
+  serve bunker "$SCORE" BLog "$B/b-log.log" "$LOG_BLOCK"
+  rpc bunker replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}" > /dev/null
+  rpc bunker bunker_create '{"volume": "vol0", "log_bdev": "BLog"}' > /dev/null
+  serve bsec "$SCORE" SData "$B/s-data.img" 4096 SStage "$B/s-stage.log" "$LOG_BLOCK" SLog "$B/s-log.log" "$LOG_BLOCK"
+  rpc bsec replication_listen "{\"address\": \"127.0.0.1:$SPORT\"}" > /dev/null
+  rpc bsec secondary_create "{\"volume\": \"vol0\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
+    \"log_bdev\": \"SLog\", \"bunker\": \"127.0.0.1:$BPORT\"}" > /dev/null
+  export_nvmf bsec "$SNPORT"
+  taskset -c "$SCORE" "$BIN" proxy --listen "127.0.0.1:$XPORT" --to "127.0.0.1:$SPORT" --rate-mbit "$RATE_MBIT" \
+    --control "127.0.0.1:$CPORT" > "$WORK/proxy.txt" 2>&1 &
+  PROXY=$!
+  PIDS+=("$PROXY")
+  wait_until "the proxy" 5 grep -q listen "$WORK/proxy.txt"
+  serve bprim "$TCORE" Data "$B/p-data.img" 4096 Log "$B/p-log.log" "$LOG_BLOCK"
+  PID_bprim=$SERVED
+  rpc bprim volume_create "{\"name\": \"vol0\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log\", \"mode\": \"bunker-sync\",
+    \"bunker\": \"127.0.0.1:$BPORT\", \"on_bunker_loss\": \"local-only\"}" > /dev/null
+  rpc bprim replication_create "{\"volume\": \"vol0\", \"secondary\": \"127.0.0.1:$XPORT\"}" > /dev/null
+  export_nvmf bprim "$PPORT" vol0
+  wait_until "the shipping link" 10 ship_up bprim
+  bunker_up() { [ "$(rpc bprim volume_status '{"name": "vol0"}' | json 'j["status"]["bunker_link"]')" = up ]; }
+  wait_until "the bunker link" 10 bunker_up
+  COUNT=$((TAIL_MB * 8))
+  say "b: writing $TAIL_MB MiB ($COUNT x 128 KiB, QD8)"
+  "$BIN" perf -r "$(trid "$PPORT")" -c "$PCORE" -w write -q 8 -o 131072 --io-count "$COUNT" -t 120 --json \
+    > "$WORK/b-perf.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
+  sleep 1.2 # the status is refreshed when the idle reactor wakes (max_sleep_ms 1000): current now
+  ship bprim > "$WORK/b-lag.json"
+  proxy_stats=$(exec 3<>"/dev/tcp/127.0.0.1/$CPORT" && echo stats >&3 && head -n1 <&3)
+  say "b: lag $(json 'j["lag_bytes"]' < "$WORK/b-lag.json") B; proxy: $proxy_stats; SIGKILL the primary"
+  { kill -9 "$PID_bprim" && wait "$PID_bprim"; } 2>/dev/null || true
+  t0=$(date +%s.%N)
+  rpc bsec volume_failover "{\"volume\": \"vol0\", \"nqn\": \"$NQN\"}" > "$WORK/b-failover.json" ||
+    { cat "$WORK/bsec.txt" >&2; die "failover failed"; }
+  t1=$(date +%s.%N)
+  python3 -c "import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))" "$t0" "$t1" \
+    > "$WORK/b-rpc-ms"
+  say "b: failover $(json 'json.dumps(j)' < "$WORK/b-failover.json")"
+  { kill -9 "$PROXY" && wait "$PROXY"; } 2>/dev/null || true
+fi
 
 [ -z "${BENCH_JSON:-}" ] || cp "$WORK/rows.jsonl" "$BENCH_JSON"
 say "done in $(($(date +%s) - START)) s ($(($(date +%s) - LAYOUT)) s after the build)"
@@ -363,6 +366,9 @@ print("- log MiB/s: the primary's committed log rate (entries with headers); app
       "secondary's applied end as the primary sees it (until a drop); lag at end: 0.3 s before the run ends; "
       "drain: from perf's exit until the secondary's own applied end reached the final committed end "
       "(polled every ~10 ms); status 0: until the primary's replication_status read lag_bytes 0")
+import os
+if not os.path.exists(f"{work}/b-failover.json"):
+    sys.exit(0)
 lag = json.load(open(f"{work}/b-lag.json"))
 f = json.load(open(f"{work}/b-failover.json"))
 w = json.load(open(f"{work}/b-perf.json"))

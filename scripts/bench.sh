@@ -10,7 +10,9 @@
 #   3. the replicated change log on the same uring bdev: plain writes with FUA (a durable
 #      baseline) first, then the namespace is removed, and a
 #      `local-only` volume and a `bunker-sync` volume (bunker: a second `ferrite serve` on
-#      PERF_CORE, log on its own file) are exported in turn, 4 KiB random write QD1 and QD32.
+#      PERF_CORE, log on its own file) are exported in turn, 4 KiB random write QD1 and QD32;
+#      then a `bunker-sync` volume whose bunker log is a RAM disk (a bunker node with a log
+#      device of its own: what the bunker costs apart from sharing this machine's one disk).
 # Rows: 4 KiB random read and write at QD1 and QD32, 128 KiB sequential write at QD8, each
 # BENCH_TIME seconds after a 1 s warm-up. Prints a markdown table (IOPS, MiB/s, p50, p99,
 # p99.9, p99.99 in µs), the ratio of the QD1 p50 to the ping-pong p50, and the change-log
@@ -51,7 +53,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release/ferrite
 say "laying out $WORK/uring.img ($URING_MB MiB)"
 dd if=/dev/zero of="$WORK/uring.img" bs=1M count="$URING_MB" oflag=direct status=none
 if [ "$REPL" = 1 ]; then
-  for f in local.log bunker-sync.log bunker.log; do
+  for f in local.log bunker-sync.log bunker-ram.log bunker.log; do
     dd if=/dev/zero of="$WORK/$f" bs=1M count=256 oflag=direct status=none
   done
 fi
@@ -82,6 +84,11 @@ block_size = $LOG_BLOCK
 type = "uring"
 name = "LogBunkerSync"
 filename = "$WORK/bunker-sync.log"
+block_size = $LOG_BLOCK
+[[bdev]]
+type = "uring"
+name = "LogBunkerRam"
+filename = "$WORK/bunker-ram.log"
 block_size = $LOG_BLOCK
 TOML
 }
@@ -171,6 +178,11 @@ type = "uring"
 name = "BunkerLog"
 filename = "$WORK/bunker.log"
 block_size = $LOG_BLOCK
+[[bdev]]
+type = "malloc"
+name = "BunkerRam"
+size_mb = 256
+block_size = $LOG_BLOCK
 TOML
   say "starting the bunker on core $PCORE (127.0.0.1:$BPORT)"
   taskset -c "$PCORE" "$BIN" serve --config "$WORK/bunker.toml" > "$WORK/bunker.log.txt" 2>&1 &
@@ -178,6 +190,7 @@ TOML
   for _ in $(seq 100); do [ -S "$WORK/bunker.sock" ] && break; sleep 0.1; done
   rpc "$WORK/bunker.sock" replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}"
   rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-sync", "log_bdev": "BunkerLog"}'
+  rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-ram", "log_bdev": "BunkerRam"}'
   for row in "randwrite 1 4096" "randwrite 32 4096"; do
     # shellcheck disable=SC2086 # split the row into its fields
     set -- $row
@@ -188,9 +201,14 @@ TOML
     record "ferrite NVMe/TCP, uring bdev, FUA writes" "$(label "$@")" "$WORK/r.json"
   done
   rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
-  for mode in local-only bunker-sync; do
-    vol=bench-$mode
-    log=$([ "$mode" = local-only ] && echo LogLocal || echo LogBunkerSync)
+  # name, mode, primary's log bdev, label
+  for setup in "local-only local-only LogLocal local-only" "bunker-sync bunker-sync LogBunkerSync bunker-sync" \
+    "bunker-ram bunker-sync LogBunkerRam bunker-sync, bunker log on RAM"; do
+    # shellcheck disable=SC2086 # split the setup into its fields
+    set -- $setup
+    vol=bench-$1 mode=$2 log=$3
+    shift 3
+    what="$*"
     extra=$([ "$mode" = bunker-sync ] && echo ", \"bunker\": \"127.0.0.1:$BPORT\"" || true)
     rpc "$WORK/target.sock" volume_create \
       "{\"name\": \"$vol\", \"data_bdev\": \"Uring0\", \"log_bdev\": \"$log\", \"mode\": \"$mode\"$extra}"
@@ -203,11 +221,11 @@ TOML
     for row in "randwrite 1 4096" "randwrite 32 4096"; do
       # shellcheck disable=SC2086 # split the row into its fields
       set -- $row
-      say "NVMe/TCP change log $mode $(label "$@")"
+      say "NVMe/TCP change log $what $(label "$@")"
       # shellcheck disable=SC2086 # PERF_FLAGS is a word list
       "$BIN" perf -r "$TRID" --nsid 2 -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
         --json > "$WORK/r.json" 2>"$WORK/perf.err" || { cat "$WORK/perf.err" >&2; exit 1; }
-      record "ferrite NVMe/TCP, uring bdev + change log, $mode" "$(label "$@")" "$WORK/r.json"
+      record "ferrite NVMe/TCP, uring bdev + change log, $what" "$(label "$@")" "$WORK/r.json"
     done
     rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
     rpc "$WORK/target.sock" volume_delete "{\"name\": \"$vol\"}"
@@ -239,7 +257,7 @@ for r in rows:
     if "change log" not in r["setup"]:
         continue
     p = plain[r["workload"]]
-    line = (f"- {r['setup'].split(', ')[-1]}, {r['workload']}: p50 {r['p50'] / p['p50']:.2f}x plain, "
+    line = (f"- {r['setup'].split('change log, ')[-1]}, {r['workload']}: p50 {r['p50'] / p['p50']:.2f}x plain, "
             f"IOPS {r['iops'] / p['iops']:.2f}x plain")
     if r["workload"] in durable:
         d = durable[r["workload"]]

@@ -5,12 +5,16 @@
 //! the reactor's doorbell and watched descriptors until a message, an I/O completion, a socket
 //! or the next timer is due. These machines have two cores, so sleeping is the default.
 //!
-//! An idle pass yields the core (`sched_yield`) in both policies: kernel work our own I/O
-//! waits for may be queued on this core (the completion of an `RWF_DSYNC` write runs in a
-//! kworker on the core that took the disk interrupt; softirq network processing falls to
-//! ksoftirqd), and a reactor that merely spins holds it off for the rest of its time slice.
-//! Measured: a spinning thread on the disk-interrupt core took 4 KiB FUA writes from 90 µs
-//! to 4 ms at the median; a yielding one left them at 84 µs.
+//! The idle spell (100 µs by default) is a trade measured on these 2-core VMs
+//! (`scripts/bench.sh`, `scripts/bench-replication.sh`): a spinning reactor holds off the kernel
+//! work its own I/O waits for (the kworker that completes an `RWF_DSYNC` write on the disk's
+//! interrupt core, softirq network processing), so spinning 200 µs left 128 KiB NVMe/TCP writes
+//! at 1.9 GB/s where 100 µs gives 3.5 GB/s; 20-50 µs costs the wake-up from a halted vCPU on
+//! every QD1 disk I/O (uring 4 KiB QD1 p50 70 µs at 100 µs, 118-177 µs at 50-20 µs). Yielding
+//! (`sched_yield`) while idle instead was tried and rejected: it freed the kworker (FUA QD1 p50
+//! 129 µs) but under EEVDF a yielding reactor lost the core to a busy reactor of another
+//! process on the same core for milliseconds (shipping with the load generator beside the
+//! secondary fell from 0.61x to 0.2x of no replication).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -64,7 +68,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cores: vec![0],
             idle_policy: IdlePolicy::Adaptive,
-            idle_spell_us: 200,
+            idle_spell_us: 100,
             max_sleep_ms: 1000,
             pin: true,
         }
@@ -222,12 +226,12 @@ pub fn run_loop(reactor: &mut Reactor, cfg: &RuntimeConfig, clock: &MonotonicClo
             continue;
         }
         if cfg.idle_policy == IdlePolicy::Busy {
-            std::thread::yield_now();
+            std::hint::spin_loop();
             continue;
         }
         let since = *idle_since.get_or_insert(now);
         if now - since < idle_spell {
-            std::thread::yield_now();
+            std::hint::spin_loop();
             continue;
         }
         let until_timer = reactor.next_timer_due().map_or(max_sleep, |due| due.saturating_sub(now));
