@@ -534,7 +534,9 @@ fn auto_failover_needs_both_witnesses_and_loses_nothing() {
     assert_eq!(
         secondary_view(&s)["role"],
         "replica",
-        "a partition from the secondary alone must not promote it"
+        "a partition from the secondary alone must not promote it\nsecondary:\n{}\nbunker:\n{}",
+        s.log(),
+        b.log()
     );
     proxy.heal();
     wait_for_link(&p, &s);

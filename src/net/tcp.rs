@@ -172,7 +172,17 @@ impl TcpLink {
     fn exchange(&mut self, now: Nanos, events: &mut Vec<LinkEvent>) -> Result<bool, String> {
         let mut msgs = std::mem::take(&mut self.msgs);
         let receiving = self.receiving;
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + HEARTBEAT;
+            self.hb_seq += 1;
+            self.hb_sent_at = now;
+            let seq = self.hb_seq;
+            if let Some(f) = self.framed() {
+                f.queue(&Msg::Heartbeat { seq });
+            }
+        }
         let Some(framed) = self.framed() else { return Ok(false) };
+        // Flushed in the same poll it is queued in: the reactor may sleep right after.
         let mut work = framed.flush().map_err(|e| e.to_string())?;
         if receiving {
             work |= framed.receive(&mut msgs, 256).map_err(|e| e.to_string())?;
@@ -184,15 +194,6 @@ impl TcpLink {
             self.handle(now, m, events)?;
         }
         self.msgs = msgs;
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + HEARTBEAT;
-            self.hb_seq += 1;
-            self.hb_sent_at = now;
-            let seq = self.hb_seq;
-            if let Some(f) = self.framed() {
-                f.queue(&Msg::Heartbeat { seq });
-            }
-        }
         if !self.receiving {
             self.last_heard = now; // paused on purpose: silence is ours, not the peer's
         }
@@ -215,7 +216,7 @@ impl Link for TcpLink {
     fn write_at(&mut self, lsn: u64, data: &[u8]) -> bool {
         match &mut self.conn {
             Conn::Up { framed } if framed.pending() < SEND_QUEUE_BYTES => {
-                framed.queue(&Msg::Write { lsn, data: data.to_vec() });
+                framed.queue_write(lsn, data);
                 true
             }
             _ => false,

@@ -57,7 +57,10 @@ pub struct RuntimeConfig {
     pub idle_policy: IdlePolicy,
     /// Continuous idleness before sleeping (adaptive).
     pub idle_spell_us: u64,
-    /// Longest single sleep, so periodic work is never starved by a lost timer.
+    /// Longest single sleep, so periodic work is never starved by a lost timer. Replication
+    /// links send heartbeats every 200 ms from their pollers, which only run when the reactor
+    /// wakes: 100 ms keeps an idle primary audible (at 1000 ms a bunker heard nothing from an
+    /// idle primary for a second, which an `auto_failover` of 800 ms took for its loss).
     pub max_sleep_ms: u64,
     /// Pin threads to their cores.
     pub pin: bool,
@@ -69,7 +72,7 @@ impl Default for RuntimeConfig {
             cores: vec![0],
             idle_policy: IdlePolicy::Adaptive,
             idle_spell_us: 100,
-            max_sleep_ms: 1000,
+            max_sleep_ms: 100,
             pin: true,
         }
     }
