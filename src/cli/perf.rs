@@ -136,7 +136,6 @@ impl PerfArgs {
             kato_ms: self.kato_ms,
             busy_poll: self.busy_poll,
             span_bytes: self.size_mb << 20,
-            fua: self.fua,
         })
     }
 }

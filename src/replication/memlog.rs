@@ -1,5 +1,6 @@
 //! The in-memory ring: a copy of the change log's most recent sectors, kept by the volume's
-//! home reactor as it builds entries, so shipping to the secondary reads committed entries from
+//! home reactor as it builds entries (while the volume has a bunker or a secondary to send them
+//! to), so shipping to the secondary and the bunker's catch-up read committed entries from
 //! memory instead of the log device (which the volume's own writes keep busy, and which could
 //! misread).
 //!

@@ -173,6 +173,9 @@ impl Reader<'_> {
     }
 }
 
+/// The frame kind of `Msg::Write` (also written by [`Msg::encode_write`]).
+const KIND_WRITE: u8 = 3;
+
 /// Appends one frame: header (length, kind, CRC32C of the body), then the body `body` writes.
 fn frame(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
@@ -195,7 +198,7 @@ impl Msg {
         match self {
             Msg::Hello { .. } => 1,
             Msg::HelloAck { .. } => 2,
-            Msg::Write { .. } => 3,
+            Msg::Write { .. } => KIND_WRITE,
             Msg::Ack { .. } => 4,
             Msg::Trim { .. } => 5,
             Msg::Heartbeat { .. } => 6,
@@ -260,7 +263,7 @@ impl Msg {
     /// Appends the frame of `Msg::Write { lsn, data }` to `out` without building the message
     /// (no copy of `data` but the one into `out`).
     pub fn encode_write(lsn: u64, data: &[u8], out: &mut Vec<u8>) {
-        frame(out, 3, |out| {
+        frame(out, KIND_WRITE, |out| {
             out.extend_from_slice(&lsn.to_le_bytes());
             put_bytes(out, data);
         });
@@ -321,7 +324,7 @@ impl Msg {
                 head: r.u64()?,
             },
             2 => Msg::HelloAck { durable_end: r.u64()? },
-            3 => Msg::Write { lsn: r.u64()?, data: r.bytes()? },
+            KIND_WRITE => Msg::Write { lsn: r.u64()?, data: r.bytes()? },
             4 => Msg::Ack { lsn: r.u64()?, sectors: r.u32()? },
             5 => Msg::Trim { head: r.u64()? },
             6 => Msg::Heartbeat { seq: r.u64()? },

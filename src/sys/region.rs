@@ -104,11 +104,6 @@ impl Memory {
         // reference into the mapping for its lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), self.0.len()) }
     }
-
-    /// Whether it sits on hugepages.
-    pub fn is_huge(&self) -> bool {
-        self.0.is_huge()
-    }
 }
 
 impl Drop for Region {

@@ -45,8 +45,6 @@ pub struct JobSpec {
     pub range: (u64, u64),
     /// First generation (see [`super::super::ack_log::gen_base`]).
     pub gen_base: u64,
-    /// Set Force Unit Access on writes (each is durable before it completes).
-    pub fua: bool,
 }
 
 /// One job on one reactor.
@@ -138,7 +136,7 @@ impl TcpJob {
             nsid: self.spec.nsid,
             cdw10: lba as u32,
             cdw11: (lba >> 32) as u32,
-            cdw12: (self.blocks_per_io - 1) as u32 | (u32::from(self.spec.fua && !read) << 30),
+            cdw12: (self.blocks_per_io - 1) as u32 | (u32::from(self.w.fua && !read) << 30),
             ..Sqe::default()
         };
         self.qp.submit(idx, sqe, self.w.io_size, !read);

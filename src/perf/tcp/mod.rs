@@ -51,8 +51,6 @@ pub struct TcpOptions {
     pub busy_poll: bool,
     /// Use only the first this many bytes of the namespace (0: all of it).
     pub span_bytes: u64,
-    /// Force Unit Access on every write.
-    pub fua: bool,
 }
 
 fn runtime(o: &TcpOptions, cores: Vec<usize>) -> Result<Runtime, String> {
@@ -117,7 +115,6 @@ pub fn run(o: &TcpOptions, w: &Workload, ack_log: Option<PathBuf>) -> Result<Rep
             block_size: g.block_size,
             range: (i as u64 * per_job, per_job),
             gen_base: ack_log::gen_base(run_id, i),
-            fua: o.fua,
         };
         pollers.push(Box::new(TcpJob::new(qp, spec, w.clone(), ack, tx.clone())));
     }

@@ -319,6 +319,9 @@ impl VolumeCore {
         self.sb_dirty = true;
         let shipper = ship::Shipper::new(req.addr, Self::hello(&self.shared, &self.sb), from, &self.net);
         self.ship = Some(if req.resync.is_empty() { shipper } else { shipper.with_resync(req.resync) });
+        if self.mem.is_none() {
+            self.mem = Self::memlog(&self.shared);
+        }
         tracing::info!(volume = self.shared.name, secondary = %req.addr, "shipping to the secondary");
     }
 

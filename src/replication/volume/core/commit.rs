@@ -13,19 +13,23 @@ impl VolumeCore {
     /// Adds a started slot's entry to the batch, first issuing the batch if the entry cannot
     /// join it.
     pub(super) fn batch_add(&mut self, slot: usize, lsn: u64, sectors: u32) {
-        let sector = u64::from(self.geo.sector);
-        if let Some(&first) = self.batch.first() {
-            let from = self.slots[first].as_ref().expect("batched slot").res.lsn;
+        if let Some((from, batch_end)) = self.batch_span() {
             let end = lsn + u64::from(sectors);
-            let joins = lsn == self.batch_end
+            let joins = lsn == batch_end
                 && end - from <= self.geo.until_wrap(from)
-                && (end - from) * sector <= self.pool.buf_size() as u64;
+                && (end - from) * u64::from(self.geo.sector) <= self.pool.buf_size() as u64;
             if !joins {
                 self.issue_batch();
             }
         }
         self.batch.push(slot);
-        self.batch_end = lsn + u64::from(sectors);
+    }
+
+    /// The LSNs the batch covers: its first entry's, and the one after its last entry.
+    fn batch_span(&self) -> Option<(u64, u64)> {
+        let res = |slot: &usize| self.slots[*slot].as_ref().expect("batched slot").res;
+        let (first, last) = (res(self.batch.first()?), res(self.batch.last()?));
+        Some((first.lsn, last.lsn + u64::from(last.sectors)))
     }
 
     /// Issues the batch: one write for all its entries (or the lone entry itself).
@@ -45,8 +49,8 @@ impl VolumeCore {
             return self.batch.clear();
         };
         let first = self.batch[0];
-        let from = self.slots[first].as_ref().expect("batched slot").res.lsn;
-        buf.set_len(((self.batch_end - from) * u64::from(self.geo.sector)) as usize);
+        let (from, end) = self.batch_span().expect("a batch of two or more");
+        buf.set_len(((end - from) * u64::from(self.geo.sector)) as usize);
         let mut at = 0;
         for &slot in &self.batch {
             let s = self.slots[slot].as_mut().expect("batched slot");

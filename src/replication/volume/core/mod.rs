@@ -131,8 +131,6 @@ pub struct VolumeCore {
     slots: Vec<Option<Inflight>>,
     /// Started slots whose entries go to the log in one write ([`commit`]), in LSN order.
     batch: Vec<usize>,
-    /// The LSN after the batch's last entry.
-    batch_end: u64,
     waiting: VecDeque<VolReq>,
     /// Reads handed over because they touch a live slot's blocks, in arrival order.
     reads: VecDeque<VolReq>,
@@ -161,7 +159,8 @@ pub struct VolumeCore {
     oos: bool,
     /// The head stays here until a superblock recording `oos` is durable.
     oos_hold: Option<u64>,
-    /// Recent entries in memory, for shipping (absent if it could not be allocated).
+    /// Recent entries in memory, for shipping and the bunker catch-up: kept only while the
+    /// volume has a bunker or a secondary (absent too if it could not be allocated).
     mem: Option<MemLog>,
 }
 
@@ -188,7 +187,7 @@ impl VolumeCore {
             shared.serving.store(true, std::sync::atomic::Ordering::Release);
         }
         shared.dirty_map.store(dirty.is_some(), std::sync::atomic::Ordering::Release);
-        let mem = Self::memlog(&shared);
+        let mem = (link.is_some() || ship.is_some()).then(|| Self::memlog(&shared)).flatten();
         VolumeCore {
             name: format!("volume_{}", shared.name),
             shared,
@@ -211,7 +210,6 @@ impl VolumeCore {
             catch_up_damaged: (0, 0),
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
             batch: Vec::with_capacity(MAX_INFLIGHT),
-            batch_end: 0,
             waiting: VecDeque::new(),
             reads: VecDeque::new(),
             read_slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
