@@ -30,6 +30,9 @@ pub enum VolumeCmd {
         /// local-only (default) or stall.
         #[arg(long, default_value = "local-only")]
         on_bunker_loss: String,
+        /// Answer writes once durable (default) or once applied to the volume too.
+        #[arg(long, default_value = "durable")]
+        ack: String,
         /// Format the log even if it holds another volume.
         #[arg(long)]
         force: bool,
@@ -70,11 +73,11 @@ pub enum BunkerCmd {
 /// Runs a volume verb.
 pub fn run_volume(socket: &Path, cmd: VolumeCmd) -> CliResult {
     let v = match cmd {
-        VolumeCmd::Create { name, data, log, mode, bunker, on_bunker_loss, force } => call(
+        VolumeCmd::Create { name, data, log, mode, bunker, on_bunker_loss, ack, force } => call(
             socket,
             "volume_create",
             Some(json!({"name": name, "data_bdev": data, "log_bdev": log, "mode": mode, "bunker": bunker,
-                        "on_bunker_loss": on_bunker_loss, "force": force})),
+                        "on_bunker_loss": on_bunker_loss, "ack": ack, "force": force})),
         )?,
         VolumeCmd::List => call(socket, "volume_get_volumes", None)?,
         VolumeCmd::Status { name } => call(socket, "volume_status", Some(json!({"name": name})))?,

@@ -268,6 +268,8 @@ pub struct VolumeSetup {
     pub mode: u8,
     /// 0 local-only, 1 stall.
     pub on_bunker_loss: u8,
+    /// 0 answer once durable, 1 once applied to the volume too.
+    pub ack: u8,
     /// Bunker address, empty for none.
     pub bunker: String,
     /// Secondary address (asynchronous shipping), empty for none.
@@ -326,6 +328,7 @@ impl Superblock {
         put(sector, 100, self.volume_name.as_bytes());
         sector[228] = self.setup.mode;
         sector[229] = self.setup.on_bunker_loss;
+        sector[99] = self.setup.ack;
         put_str(sector, 230, 232, 128, &self.setup.data_bdev);
         put_str(sector, 231, 360, 64, &self.setup.bunker);
         put_str(sector, 97, 424, 64, &self.setup.secondary);
@@ -370,6 +373,7 @@ impl Superblock {
                 data_bdev: get_str(sector, 230, 232, 128),
                 mode: sector[228],
                 on_bunker_loss: sector[229],
+                ack: sector[99],
                 bunker: get_str(sector, 231, 360, 64),
                 secondary: get_str(sector, 97, 424, 64),
                 origin_lsn: u64_at(sector, 488),
@@ -439,6 +443,7 @@ mod tests {
                 data_bdev: "Data0".into(),
                 mode: 1,
                 on_bunker_loss: 1,
+                ack: 1,
                 bunker: "127.0.0.1:7700".into(),
                 secondary: "10.0.0.9:7701".into(),
                 origin_lsn: 1 << 30,

@@ -204,6 +204,7 @@ pub fn examine(app: &Arc<App>) -> Vec<String> {
             } else {
                 super::volume::OnBunkerLoss::LocalOnly
             },
+            ack: if sb.setup.ack == 1 { super::volume::Ack::Applied } else { super::volume::Ack::Durable },
             force: false,
             secondary: sb.setup.secondary.parse().ok(),
             identity: None,

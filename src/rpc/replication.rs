@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::{params, Handler, RpcError, RpcResult};
 use crate::app::App;
 use crate::replication::manager;
-use crate::replication::volume::{Mode, OnBunkerLoss, VolumeConfig, VolumeShared};
+use crate::replication::volume::{Ack, Mode, OnBunkerLoss, VolumeConfig, VolumeShared};
 
 /// The replication methods.
 pub const METHODS: &[(&str, Handler)] = &[
@@ -81,6 +81,8 @@ struct VolumeCreate {
     #[serde(default = "default_loss")]
     on_bunker_loss: OnBunkerLoss,
     #[serde(default)]
+    ack: Ack,
+    #[serde(default)]
     force: bool,
 }
 
@@ -101,6 +103,7 @@ fn volume_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
         mode: p.mode,
         bunker: p.bunker.as_deref().map(addr).transpose()?,
         on_bunker_loss: p.on_bunker_loss,
+        ack: p.ack,
         force: p.force,
         secondary: None,
         identity: None,
@@ -114,7 +117,10 @@ fn volume_create(app: &Arc<App>, p: Option<Value>) -> RpcResult {
 
 fn describe(v: &VolumeShared) -> Value {
     let st = v.status.lock().expect("status lock").clone();
-    json!({"name": v.name, "uuid": uuid::Uuid::from_bytes(v.uuid).to_string(), "stopped": v.stopped.load(std::sync::atomic::Ordering::Acquire), "status": st})
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    json!({"name": v.name, "uuid": uuid::Uuid::from_bytes(v.uuid).to_string(),
+           "stopped": v.stopped.load(std::sync::atomic::Ordering::Acquire),
+           "reads_from_memory": load(&v.reads_from_memory), "status": st})
 }
 
 fn volume_list(app: &Arc<App>, p: Option<Value>) -> RpcResult {

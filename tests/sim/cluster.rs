@@ -30,7 +30,7 @@ use ferrite::reactor::{Nanos, Reactor};
 use ferrite::replication::bunker::{BunkerConn, Bunkers};
 use ferrite::replication::manager;
 use ferrite::replication::secondary::{self, apply::Applier, Secondary};
-use ferrite::replication::volume::{open, Mode, OnBunkerLoss, ReplVolume, VolumeConfig, VolumeShared};
+use ferrite::replication::volume::{open, Ack, Mode, OnBunkerLoss, ReplVolume, VolumeConfig, VolumeShared};
 use ferrite::rng::Rng;
 use ferrite::sys::region::Backing;
 use ferrite::sys::DmaPool;
@@ -91,6 +91,8 @@ pub struct Outcome {
     pub acked: u64,
     /// Host reads checked.
     pub reads: u64,
+    /// Reads a primary served (wholly or in part) from entries whose volume write was running.
+    pub reads_from_memory: u64,
     /// Crashes and restarts.
     pub crashes: u64,
     /// Disk I/O errors injected (each node that saw one was restarted, as an operator would).
@@ -186,6 +188,8 @@ pub struct Cluster {
     /// stall writes. Failovers run only with `Stall`: under `LocalOnly` the writes answered
     /// while the bunker was away are, by that policy's contract, not on the bunker.
     on_bunker_loss: OnBunkerLoss,
+    /// When the first primary answers writes (seeded).
+    ack: Ack,
     /// The replica has been held for a check since then.
     frozen_since: Option<Nanos>,
     /// The next freeze of the replica.
@@ -253,6 +257,7 @@ impl Cluster {
             asked: None,
             cut_before_failover: false,
             on_bunker_loss: OnBunkerLoss::LocalOnly,
+            ack: Ack::Durable,
             frozen_since: None,
             next_freeze: 0,
             disk_fault_rates: (0, 0),
@@ -260,12 +265,18 @@ impl Cluster {
         if c.rng.below(2) == 0 || plan.failover {
             c.on_bunker_loss = OnBunkerLoss::Stall;
         }
+        if c.rng.below(4) == 0 {
+            c.ack = Ack::Applied;
+        }
         if plan.failover {
             let at = S + c.rng.below(plan.faulty.saturating_sub(2 * S).max(1));
             c.pending.insert((at, 0), Pending::Failover);
         }
         c.roles = [c.first_primary(), Role::Bunker, Role::Secondary { bunker: Some(addr(BUNKER)) }];
-        c.event(format!("without its bunker the primary {:?}", c.on_bunker_loss));
+        c.event(format!(
+            "without its bunker the primary {:?}; writes answered {:?}",
+            c.on_bunker_loss, c.ack
+        ));
         for n in [BUNKER, SECONDARY, PRIMARY] {
             c.start(n)?;
         }
@@ -465,6 +476,7 @@ impl Cluster {
         if Some(n) == self.replica {
             self.cancel_freeze();
         }
+        self.count_volume(n);
         let node = &mut self.nodes[n];
         node.volume = None;
         node.secondary = None;
@@ -479,6 +491,13 @@ impl Cluster {
         self.event(format!("{} crashed{}", NAMES[n], log.unwrap_or_default()));
     }
 
+    /// Adds node `n`'s primary volume's counters to the outcome (before it goes away).
+    fn count_volume(&mut self, n: usize) {
+        if let Some((s, _)) = self.nodes[n].volume.as_ref() {
+            self.out.reads_from_memory += s.reads_from_memory.swap(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Runs the plan; an error is a broken invariant (with the seed and the trace's tail).
     pub fn run(mut self, plan: Plan) -> Result<Outcome, String> {
         let result = self.run_inner(plan);
@@ -487,6 +506,7 @@ impl Cluster {
         self.out.acked = self.host.acked;
         self.out.misreads = self.nodes.iter().flat_map(|n| &n.disks).map(SimDisk::misreads).sum();
         self.out.reads = self.host.reads;
+        (0..self.nodes.len()).for_each(|n| self.count_volume(n));
         result.map(|()| std::mem::take(&mut self.out)).map_err(|e| {
             let tail = self.trace.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n");
             format!(

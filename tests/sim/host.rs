@@ -5,7 +5,7 @@
 //! acknowledged write, plus any write issued after it whose outcome the host never learned
 //! (the primary crashed first). A block may hold any of those and nothing else.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ferrite::bdev::{BdevIo, Channel, IoCompletion, IoStatus, IoType};
 use ferrite::reactor::Nanos;
@@ -86,7 +86,12 @@ pub struct Host {
     /// Reads checked.
     pub reads: u64,
     done: Vec<IoCompletion>,
+    /// Just-acknowledged writes to read back, `(lba, blocks)`.
+    readback: VecDeque<(u64, u32)>,
 }
+
+/// Most read-backs waiting.
+const READBACK: usize = 8;
 
 impl Host {
     /// A host for a volume of `blocks` blocks, keeping up to `depth` I/Os in flight.
@@ -107,6 +112,7 @@ impl Host {
             failed: 0,
             reads: 0,
             done: Vec::new(),
+            readback: VecDeque::new(),
         }
     }
 
@@ -122,9 +128,20 @@ impl Host {
         self.possible = self.unobserved.clone();
     }
 
-    /// Submits new I/O while below depth; returns whether anything was submitted.
+    /// Submits new I/O while below depth; returns whether anything was submitted. Reads back
+    /// of just-acknowledged writes go first, without thinking (as a verifying host would:
+    /// they meet blocks whose volume write may still be running).
     pub fn submit(&mut self, ch: &mut Channel, pool: &DmaPool, rng: &mut Rng, now: Nanos) -> bool {
         let mut any = false;
+        while self.inflight.len() < self.depth {
+            let Some((lba, blocks)) = self.readback.pop_front() else { break };
+            if !(lba..lba + u64::from(blocks)).any(|b| self.busy[b as usize]) {
+                if !self.issue(ch, pool, lba, blocks, false) {
+                    break;
+                }
+                any = true;
+            }
+        }
         while self.inflight.len() < self.depth && now >= self.next_submit {
             self.next_submit = now + rng.below(THINK);
             let blocks = 1 + rng.below(2) as u32;
@@ -132,35 +149,42 @@ impl Host {
             if (lba..lba + u64::from(blocks)).any(|b| self.busy[b as usize]) {
                 break;
             }
-            let Some(mut buf) = pool.alloc() else { break };
-            buf.set_len(blocks as usize * BLOCK);
-            let write = rng.below(4) != 0;
-            let wid = write.then(|| {
-                let wid = self.next_wid;
-                self.next_wid += 1;
-                self.events += 1;
-                let submitted = self.events;
-                self.writes.push(WriteRec { lba, blocks: u64::from(blocks), submitted, acked: None });
-                for i in 0..u64::from(blocks) {
-                    let at = i as usize * BLOCK;
-                    buf.as_mut_slice()[at..at + BLOCK].copy_from_slice(&pattern(lba + i, wid));
-                    self.possible[(lba + i) as usize].insert(wid);
-                    self.unobserved[(lba + i) as usize].insert(wid);
-                }
-                wid
-            });
-            let ty = if write { IoType::Write } else { IoType::Read };
-            let tag = self.next_tag;
-            self.next_tag += 1;
-            let io = BdevIo { ty, offset_blocks: lba, num_blocks: blocks, buf: Some(buf), fua: false, tag };
-            if ch.submit(io).is_err() {
+            if !self.issue(ch, pool, lba, blocks, rng.below(4) != 0) {
                 break;
             }
-            (lba..lba + u64::from(blocks)).for_each(|b| self.busy[b as usize] = true);
-            self.inflight.insert(tag, Inflight { lba, blocks, wid });
             any = true;
         }
         any
+    }
+
+    /// Issues one read or write of `[lba, lba + blocks)`; false if it could not go.
+    fn issue(&mut self, ch: &mut Channel, pool: &DmaPool, lba: u64, blocks: u32, write: bool) -> bool {
+        let Some(mut buf) = pool.alloc() else { return false };
+        buf.set_len(blocks as usize * BLOCK);
+        let wid = write.then(|| {
+            let wid = self.next_wid;
+            self.next_wid += 1;
+            self.events += 1;
+            let submitted = self.events;
+            self.writes.push(WriteRec { lba, blocks: u64::from(blocks), submitted, acked: None });
+            for i in 0..u64::from(blocks) {
+                let at = i as usize * BLOCK;
+                buf.as_mut_slice()[at..at + BLOCK].copy_from_slice(&pattern(lba + i, wid));
+                self.possible[(lba + i) as usize].insert(wid);
+                self.unobserved[(lba + i) as usize].insert(wid);
+            }
+            wid
+        });
+        let ty = if write { IoType::Write } else { IoType::Read };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let io = BdevIo { ty, offset_blocks: lba, num_blocks: blocks, buf: Some(buf), fua: false, tag };
+        if ch.submit(io).is_err() {
+            return false;
+        }
+        (lba..lba + u64::from(blocks)).for_each(|b| self.busy[b as usize] = true);
+        self.inflight.insert(tag, Inflight { lba, blocks, wid });
+        true
     }
 
     /// Collects completions and checks reads; an error names the block and what it held.
@@ -179,6 +203,13 @@ impl Host {
                         self.possible[b as usize] = BTreeSet::from([wid]);
                         self.unobserved[b as usize] = BTreeSet::from([wid]);
                     });
+                    // Every third write is read back, with a neighbouring block half the time
+                    // (a read partly over a just-written range).
+                    if wid % 3 == 0 && self.readback.len() < READBACK {
+                        let lba = if wid % 2 == 0 { io.lba.saturating_sub(1) } else { io.lba };
+                        let blocks = (io.blocks + 1).min((self.blocks - lba) as u32);
+                        self.readback.push_back((lba, if wid % 2 == 0 { blocks } else { io.blocks }));
+                    }
                 }
                 (Some(_), _) => self.failed += 1,
                 (None, IoStatus::Success) => {

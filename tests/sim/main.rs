@@ -34,6 +34,9 @@ fn run(seed: u64, plan: Plan) -> cluster::Outcome {
 fn a_quiet_cluster_converges() {
     let out = run(1, Plan { faults: false, ..Plan::faulty_ms(2_000) });
     assert!(out.acked > 100, "{out:?}");
+    // Reads of blocks whose volume write was still running were answered from memory, and
+    // the host checked them like every read.
+    assert!(out.reads_from_memory > 0, "{out:?}");
 }
 
 /// The same seed replays the same run, event for event.

@@ -267,6 +267,7 @@ pub fn promoted(sec: &Secondary, uuid: [u8; 16], epoch: u64) -> VolumeConfig {
         mode: Mode::LocalOnly,
         bunker: None,
         on_bunker_loss: OnBunkerLoss::LocalOnly,
+        ack: Default::default(),
         force: true,
         secondary: None,
         identity: Some((uuid, epoch)),

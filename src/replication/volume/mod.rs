@@ -3,10 +3,11 @@
 //! Every write, write-zeroes and deallocate becomes a change-log entry, written to the local
 //! log (durable: FUA) and mirrored to the bunker at the same time; the volume block is written
 //! only once the local log entry is durable; the host is answered as soon as the local copy and
-//! the bunker copy (per mode) are durable, while the volume write may still be in flight. Reads
-//! go straight to the data bdev from the reactor that asks, unless they touch blocks whose
-//! volume write is not done ([`pending`]): those go to the home reactor, which issues them once
-//! the blocks have landed.
+//! the bunker copy (per mode) are durable, while the volume write may still be in flight
+//! ([`Ack::Durable`], the default; [`Ack::Applied`] waits for it). Reads go straight to the data
+//! bdev from the reactor that asks, unless they touch blocks whose volume write is not done
+//! ([`pending`]): those go to the home reactor, which serves those blocks from the entries in
+//! memory and the rest from the data bdev.
 //!
 //! Fencing: a volume with a bunker serves nothing after it starts until the bunker has
 //! confirmed its epoch (I/O waits on the home reactor); a peer that answers `Fenced` (it has
@@ -59,6 +60,18 @@ pub enum OnBunkerLoss {
     Stall,
 }
 
+/// When the host gets a write's answer, relative to its volume write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ack {
+    /// Once the log copies are durable (per mode), while the volume write may still run: reads
+    /// of its blocks are served from the entry in memory meanwhile (the default).
+    #[default]
+    Durable,
+    /// Only once the volume write is done too (one more device write before the answer).
+    Applied,
+}
+
 /// Most writes a volume keeps in flight (bounds recovery's hole window too).
 pub const MAX_INFLIGHT: usize = 128;
 
@@ -94,6 +107,8 @@ pub struct VolReq {
 pub struct VolumeStatus {
     /// Mode.
     pub mode: Option<Mode>,
+    /// When writes are answered.
+    pub ack: Option<Ack>,
     /// Bunker address.
     pub bunker: Option<String>,
     /// Bunker link: down, connecting, up.
@@ -173,6 +188,9 @@ pub struct VolumeShared {
     pub log_bdev: String,
     /// Writes refused after stop.
     pub refused: AtomicU64,
+    /// Reads served (wholly or in part) from the entries of writes whose volume write was
+    /// still running.
+    pub reads_from_memory: AtomicU64,
     /// Set by `volume_delete`: the home poller ends once idle.
     pub deleted: AtomicBool,
     /// Set by the home poller as it ends: nothing of the volume is in flight any more.
@@ -213,6 +231,7 @@ impl VolumeShared {
             data_bdev: bdevs.0.to_string(),
             log_bdev: bdevs.1.to_string(),
             refused: AtomicU64::new(0),
+            reads_from_memory: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             pulled: Mutex::new(Some(Vec::new())),
@@ -377,6 +396,8 @@ pub struct VolumeConfig {
     pub bunker: Option<SocketAddr>,
     /// Bunker-loss policy.
     pub on_bunker_loss: OnBunkerLoss,
+    /// When writes are answered.
+    pub ack: Ack,
     /// Format even if the log holds another volume.
     pub force: bool,
     /// Asynchronous shipping target, if any.

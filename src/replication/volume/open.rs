@@ -118,6 +118,7 @@ impl VolumeConfig {
                 super::Mode::Sync => 2,
             },
             on_bunker_loss: u8::from(self.on_bunker_loss == super::OnBunkerLoss::Stall),
+            ack: u8::from(self.ack == super::Ack::Applied),
             bunker: self.bunker.map(|a| a.to_string()).unwrap_or_default(),
             secondary: self.secondary.map(|a| a.to_string()).unwrap_or_default(),
             origin_lsn,

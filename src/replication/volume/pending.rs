@@ -2,7 +2,8 @@
 //! withdrawn once it is on the data bdev. A write may be answered to the host before its
 //! volume write is done (it is durable in the change log by then), so a read of such blocks must
 //! not go to the data bdev directly: readers on any reactor check here, without locks, and hand
-//! an overlapping read to the home reactor, which issues it once the blocks have landed.
+//! an overlapping read to the home reactor, which serves those blocks from the write's entry in
+//! memory.
 //!
 //! Invariant: a range is published (Release) before its write can be answered, and withdrawn
 //! only after the data bdev completed the write; so a read that finds no overlap either races

@@ -49,6 +49,7 @@ impl Cluster {
             mode: Mode::BunkerSync,
             bunker: Some(addr(BUNKER)),
             on_bunker_loss: self.on_bunker_loss,
+            ack: self.ack,
             force: false,
             secondary: Some(addr(SECONDARY)),
             identity: Some(([0x5a; 16], 1)),
@@ -118,6 +119,7 @@ impl Cluster {
     /// Ends node `n`'s primary volume (its home poller closes, its last volume writes are
     /// made durable) and starts its secondary role on the same reactor.
     pub(super) fn demote(&mut self, n: usize, resync: bool) -> Result<(), String> {
+        self.count_volume(n);
         let (shared, _) = self.nodes[n].volume.take().expect("demoting a running primary");
         shared.stopped.store(true, Ordering::Release);
         shared.deleted.store(true, Ordering::Release);

@@ -213,6 +213,7 @@ impl VolumeCore {
         let q = |v: f64| self.latency.value_at_quantile(v) as f64;
         *st = VolumeStatus {
             mode: Some(self.mode),
+            ack: Some(self.ack),
             bunker: self.link.as_ref().map(|l| l.addr().to_string()),
             bunker_link: self.link.as_ref().map_or("none", |l| ship::link_state(l.state())).into(),
             epoch: self.sb.epoch,

@@ -69,55 +69,6 @@ impl VolumeCore {
         }
     }
 
-    /// Issues handed-over reads, in order, once no live slot still has their blocks in flight
-    /// to the data bdev.
-    pub(super) fn serve_reads(&mut self) -> bool {
-        let mut work = false;
-        // Draining for a migration: the secondary may be serving writes soon; no stale read.
-        if !self.confirmed || self.shared.draining.load(std::sync::atomic::Ordering::Acquire) {
-            return false;
-        }
-        while let Some(front) = self.reads.front() {
-            let (lba, n) = (front.io.offset_blocks, front.io.num_blocks);
-            if self.slots.iter().flatten().any(|s| !s.volume && s.overlaps(lba, n)) {
-                break;
-            }
-            if self.shared.stopped.load(std::sync::atomic::Ordering::Acquire)
-                && self.shared.pending.overlaps(lba, n)
-            {
-                // A failed volume write: the data bdev may hold the old data or part of the
-                // new; the change log keeps the entry until recovery re-applies it.
-                let mut req = self.reads.pop_front().expect("front read");
-                let buf = req.io.buf.take();
-                reply(&req, IoCompletion { tag: req.io.tag, status: IoStatus::IoError(libc::EIO), buf });
-                continue;
-            }
-            let Some(idx) = self.read_slots.iter().position(Option::is_none) else { break };
-            let mut req = self.reads.pop_front().expect("front read");
-            let io = BdevIo {
-                ty: IoType::Read,
-                offset_blocks: lba,
-                num_blocks: n,
-                buf: req.io.buf.take(),
-                fua: false,
-                tag: tag(idx, K_READ),
-            };
-            if let Err(io) = self.data_ch.submit(io) {
-                req.io.buf = io.buf;
-                self.reads.push_front(req);
-                break;
-            }
-            self.read_slots[idx] = Some(req);
-            work = true;
-        }
-        work
-    }
-
-    fn on_read(&mut self, idx: usize, c: IoCompletion) {
-        let req = self.read_slots[idx].take().expect("completion for a live read");
-        reply(&req, IoCompletion { tag: req.io.tag, status: c.status, buf: c.buf });
-    }
-
     /// Reserves, builds and issues one write; false (request parked) when it must wait.
     pub(super) fn start(&mut self, slot: usize, req: VolReq, now: Nanos) -> bool {
         let (kind, sectors) = self.entry_sectors(&req);
@@ -292,7 +243,8 @@ impl VolumeCore {
         let mut work = false;
         for i in 0..self.slots.len() {
             let Some(s) = self.slots[i].as_ref() else { continue };
-            if !s.answered && s.local && s.pad_local && self.bunker_ok(s) {
+            let applied = s.volume || self.ack == Ack::Durable;
+            if !s.answered && s.local && s.pad_local && applied && self.bunker_ok(s) {
                 work |= self.answer(i, now);
             }
             if self.slots[i].as_ref().is_some_and(|s| s.answered && s.volume) {
@@ -317,16 +269,16 @@ impl VolumeCore {
     }
 
     /// A completion hands a buffer of the request's length back: the host's own once the
-    /// volume write returned it, else the sent entry's or a fresh one (a write's answer carries
-    /// no data). `Some(None)` for requests without a buffer.
+    /// volume write returned it, else a fresh one (a write's answer carries no data; the entry
+    /// stays with the slot, since reads of its blocks are served from it until the volume write
+    /// is done). `Some(None)` for requests without a buffer.
     fn reply_buf(&mut self, slot: usize) -> Option<Option<DmaBuf>> {
         let s = self.slots[slot].as_mut().expect("live slot");
         let Some(len) = s.len else { return Some(None) };
         if s.volume {
             return Some(s.req.io.buf.take());
         }
-        let spare = if s.sent && s.pad_sent { s.entry.take() } else { None };
-        let mut buf = spare.or_else(|| self.pool.alloc())?;
+        let mut buf = self.pool.alloc()?;
         buf.set_len(len);
         Some(Some(buf))
     }
@@ -466,12 +418,4 @@ impl VolumeCore {
             sectors,
         );
     }
-}
-
-/// Hands a completion back to the channel that asked.
-fn reply(req: &VolReq, c: IoCompletion) {
-    if req.reply.push(c).is_err() {
-        panic!("volume reply queue overflow: channels bound their hand-overs");
-    }
-    req.notify.notify();
 }

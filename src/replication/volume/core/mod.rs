@@ -7,7 +7,8 @@
 //! the host is answered once the local entry and (per mode) the bunker copy are durable, and the
 //! slot is retired (log `finish`, so `applied` may pass it) once the volume write is done too.
 //! Overlapping writes wait until the earlier one is retired, so the volume sees them in log
-//! order; reads of blocks held by a live slot are handed here and wait for it the same way.
+//! order; reads of blocks held by a live slot are handed here and served from its entry in
+//! memory ([`reads`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::RawFd;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use super::{
-    Mode, OnBunkerLoss, VolReq, VolumeConfig, VolumeShared, VolumeStatus, WriteLatency, MAX_INFLIGHT,
+    Ack, Mode, OnBunkerLoss, VolReq, VolumeConfig, VolumeShared, VolumeStatus, WriteLatency, MAX_INFLIGHT,
 };
 use crate::bdev::{BdevIo, Channel, IoCompletion, IoStatus, IoType};
 use crate::net::tcp::TcpLink;
@@ -110,6 +111,7 @@ pub struct VolumeCore {
     sb: Superblock,
     mode: Mode,
     on_loss: OnBunkerLoss,
+    ack: Ack,
     /// The network links go through.
     net: Net,
     link: Option<TcpLink>,
@@ -134,8 +136,8 @@ pub struct VolumeCore {
     waiting: VecDeque<VolReq>,
     /// Reads handed over because they touch a live slot's blocks, in arrival order.
     reads: VecDeque<VolReq>,
-    /// Reads issued to the data bdev from here: where to answer.
-    read_slots: Vec<Option<VolReq>>,
+    /// Reads issued to the data bdev from here: where to answer, and what to lay over them.
+    read_slots: Vec<Option<reads::IssuedRead>>,
     checkpoint: Checkpoint,
     /// The checkpoint whose superblock is durable: recovery replays from here, so the log's
     /// head never passes it (volume writes after it may still sit in a volatile cache).
@@ -197,6 +199,7 @@ impl VolumeCore {
             geo,
             mode: cfg.mode,
             on_loss: cfg.on_bunker_loss,
+            ack: cfg.ack,
             net,
             confirmed: link.is_none(),
             link,
@@ -341,6 +344,14 @@ impl VolumeCore {
     }
 }
 
+/// Hands a completion back to the channel that asked.
+fn reply(req: &VolReq, c: IoCompletion) {
+    if req.reply.push(c).is_err() {
+        panic!("volume reply queue overflow: channels bound their hand-overs");
+    }
+    req.notify.notify();
+}
+
 /// Keeps the watched fd of a link in step with its current socket.
 fn rewatch(cx: &mut PollCtx<'_>, watched: &mut Option<RawFd>, fd: Option<RawFd>) {
     if fd == *watched {
@@ -359,6 +370,7 @@ fn rewatch(cx: &mut PollCtx<'_>, watched: &mut Option<RawFd>, fd: Option<RawFd>)
 mod background;
 mod commit;
 mod flow;
+mod reads;
 mod ship;
 
 pub use ship::ShipStatus;
