@@ -11,8 +11,13 @@
 #      baseline) first, then the namespace is removed, and a
 #      `local-only` volume and a `bunker-sync` volume (bunker: a second `ferrite serve` on
 #      PERF_CORE, log on its own file) are exported in turn, 4 KiB random write QD1 and QD32;
-#      then a `bunker-sync` volume whose bunker log is a RAM disk (a bunker node with a log
-#      device of its own: what the bunker costs apart from sharing this machine's one disk).
+#      then a `bunker-sync` volume answering only once the volume write is done too (`ack:
+#      applied`, against the default `durable`, which answers once the log copies are durable
+#      and serves reads of blocks still being written from memory), then a `bunker-sync`
+#      volume whose bunker log is a RAM disk (a bunker node with a log device of its own: what
+#      the bunker costs apart from sharing this machine's one disk). Each volume also runs a
+#      4 KiB random 50/50 read/write mix at QD16 over its first MiB (reads meet blocks whose
+#      volume write is running), as does the plain uring namespace.
 # Rows: 4 KiB random read and write at QD1 and QD32, 128 KiB sequential write at QD8, each
 # BENCH_TIME seconds after a 1 s warm-up. Prints a markdown table (IOPS, MiB/s, p50, p99,
 # p99.9, p99.99 in µs), the ratio of the QD1 p50 to the ping-pong p50, and the change-log
@@ -53,7 +58,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release/ferrite
 say "laying out $WORK/uring.img ($URING_MB MiB)"
 dd if=/dev/zero of="$WORK/uring.img" bs=1M count="$URING_MB" oflag=direct status=none
 if [ "$REPL" = 1 ]; then
-  for f in local.log bunker-sync.log bunker-ram.log bunker.log; do
+  for f in local.log bunker-sync.log bunker-applied.log bunker-ram.log bunker.log bunker2.log; do
     dd if=/dev/zero of="$WORK/$f" bs=1M count=256 oflag=direct status=none
   done
 fi
@@ -84,6 +89,11 @@ block_size = $LOG_BLOCK
 type = "uring"
 name = "LogBunkerSync"
 filename = "$WORK/bunker-sync.log"
+block_size = $LOG_BLOCK
+[[bdev]]
+type = "uring"
+name = "LogBunkerApplied"
+filename = "$WORK/bunker-applied.log"
 block_size = $LOG_BLOCK
 [[bdev]]
 type = "uring"
@@ -120,9 +130,9 @@ print(json.dumps({"setup": setup, "workload": workload, "iops": r["iops"], "mib_
                   "errors": r.get("errors", 0)}))
 PY
 }
-label() { # pattern qd size -> "4k randread QD1"
+label() { # pattern qd size [MiB] -> "4k randread QD1" or "4k randrw QD16 over 1 MiB"
   local size=$(($3 / 1024))k
-  echo "$size $1 QD$2"
+  echo "$size $1 QD$2${4:+ over $4 MiB}"
 }
 
 for size in 64 4096; do
@@ -179,6 +189,11 @@ name = "BunkerLog"
 filename = "$WORK/bunker.log"
 block_size = $LOG_BLOCK
 [[bdev]]
+type = "uring"
+name = "BunkerLog2"
+filename = "$WORK/bunker2.log"
+block_size = $LOG_BLOCK
+[[bdev]]
 type = "malloc"
 name = "BunkerRam"
 size_mb = 256
@@ -190,7 +205,16 @@ TOML
   for _ in $(seq 100); do [ -S "$WORK/bunker.sock" ] && break; sleep 0.1; done
   rpc "$WORK/bunker.sock" replication_listen "{\"address\": \"127.0.0.1:$BPORT\"}"
   rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-sync", "log_bdev": "BunkerLog"}'
+  rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-applied", "log_bdev": "BunkerLog2"}'
   rpc "$WORK/bunker.sock" bunker_create '{"volume": "bench-bunker-ram", "log_bdev": "BunkerRam"}'
+  MIX="randrw 16 4096 1"
+  # shellcheck disable=SC2086 # split the row into its fields
+  set -- $MIX
+  say "NVMe/TCP uring $(label "$@")"
+  # shellcheck disable=SC2086 # PERF_FLAGS is a word list
+  "$BIN" perf -r "$TRID" --nsid 2 -c "$PCORE" -w "$1" -q "$2" -o "$3" --size-mb "$4" -t "$TIME" --warmup 1 \
+    $PERF_FLAGS --json > "$WORK/r.json" 2>"$WORK/perf.err" || { cat "$WORK/perf.err" >&2; exit 1; }
+  record "ferrite NVMe/TCP, uring bdev" "$(label "$@")" "$WORK/r.json"
   for row in "randwrite 1 4096" "randwrite 32 4096"; do
     # shellcheck disable=SC2086 # split the row into its fields
     set -- $row
@@ -201,32 +225,36 @@ TOML
     record "ferrite NVMe/TCP, uring bdev, FUA writes" "$(label "$@")" "$WORK/r.json"
   done
   rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
-  # name, mode, primary's log bdev, label
-  for setup in "local-only local-only LogLocal local-only" "bunker-sync bunker-sync LogBunkerSync bunker-sync" \
-    "bunker-ram bunker-sync LogBunkerRam bunker-sync, bunker log on RAM"; do
+  # name, mode, primary's log bdev, ack, label
+  for setup in "local-only local-only LogLocal durable local-only" \
+    "bunker-sync bunker-sync LogBunkerSync durable bunker-sync" \
+    "bunker-applied bunker-sync LogBunkerApplied applied bunker-sync, answered once applied" \
+    "bunker-ram bunker-sync LogBunkerRam durable bunker-sync, bunker log on RAM"; do
     # shellcheck disable=SC2086 # split the setup into its fields
     set -- $setup
-    vol=bench-$1 mode=$2 log=$3
-    shift 3
+    vol=bench-$1 mode=$2 log=$3 ack=$4
+    shift 4
     what="$*"
     extra=$([ "$mode" = bunker-sync ] && echo ", \"bunker\": \"127.0.0.1:$BPORT\"" || true)
-    rpc "$WORK/target.sock" volume_create \
-      "{\"name\": \"$vol\", \"data_bdev\": \"Uring0\", \"log_bdev\": \"$log\", \"mode\": \"$mode\"$extra}"
+    rpc "$WORK/target.sock" volume_create "{\"name\": \"$vol\", \"data_bdev\": \"Uring0\", \"log_bdev\": \"$log\",
+      \"mode\": \"$mode\", \"ack\": \"$ack\"$extra}"
     for _ in $(seq 100); do
       "$BIN" --rpc-socket "$WORK/target.sock" rpc volume_status "{\"name\": \"$vol\"}" |
         grep -q '"bunker_link": "\(up\|none\)"' && break
       sleep 0.1
     done
     rpc "$WORK/target.sock" nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 2}}"
-    for row in "randwrite 1 4096" "randwrite 32 4096"; do
+    for row in "randwrite 1 4096" "randwrite 32 4096" "$MIX"; do
       # shellcheck disable=SC2086 # split the row into its fields
       set -- $row
       say "NVMe/TCP change log $what $(label "$@")"
       # shellcheck disable=SC2086 # PERF_FLAGS is a word list
-      "$BIN" perf -r "$TRID" --nsid 2 -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
-        --json > "$WORK/r.json" 2>"$WORK/perf.err" || { cat "$WORK/perf.err" >&2; exit 1; }
+      "$BIN" perf -r "$TRID" --nsid 2 -c "$PCORE" -w "$1" -q "$2" -o "$3" ${4:+--size-mb $4} -t "$TIME" \
+        --warmup 1 $PERF_FLAGS --json > "$WORK/r.json" 2>"$WORK/perf.err" || { cat "$WORK/perf.err" >&2; exit 1; }
       record "ferrite NVMe/TCP, uring bdev + change log, $what" "$(label "$@")" "$WORK/r.json"
     done
+    say "$vol: $("$BIN" --rpc-socket "$WORK/target.sock" rpc volume_status "{\"name\": \"$vol\"}" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["reads_from_memory"])') reads served from memory"
     rpc "$WORK/target.sock" nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 2}"
     rpc "$WORK/target.sock" volume_delete "{\"name\": \"$vol\"}"
   done
@@ -262,7 +290,7 @@ for r in rows:
     if r["workload"] in durable:
         d = durable[r["workload"]]
         line += f"; p50 {r['p50'] / d['p50']:.2f}x and IOPS {r['iops'] / d['iops']:.2f}x plain with FUA"
-    if "bunker-sync" in r["setup"]:
+    if "bunker-sync" in r["setup"] and "randwrite" in r["workload"]:
         bar = "p50 <= 1.3x" if "QD1" in r["workload"] else "IOPS >= 0.8x"
         ok = r["p50"] <= 1.3 * p["p50"] if "QD1" in r["workload"] else r["iops"] >= 0.8 * p["iops"]
         line += f" (bar {bar}: {'met' if ok else 'NOT met'})"
