@@ -12,6 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
+use crossbeam_queue::ArrayQueue;
+
 use crate::bdev::{Bdev, BdevIo, Channel, IoCompletion, IoType};
 use crate::net::framed::Framed;
 use crate::reactor::{PollCtx, PollStatus, Poller};
@@ -141,9 +143,28 @@ pub struct BunkerVolume {
     /// Staging role: notified by the applier when the applied end moves (the connection
     /// reports it to the primary).
     pub applied_event: Option<crate::sys::event::EventFd>,
+    /// Staging role: runs of the log just made durable, handed to the applier so it need not
+    /// read them back from the staging log (bounded: a run that does not fit is dropped, and
+    /// the applier reads it from the log).
+    pub staged: Option<ArrayQueue<Staged>>,
     /// State.
     pub state: Mutex<BunkerState>,
 }
+
+/// A run of staging log bytes as written (durable) at `lsn`, while the staging log was on its
+/// `resets`-th restart.
+#[derive(Debug)]
+pub struct Staged {
+    /// The staging log's reset count when it was written.
+    pub resets: u64,
+    /// Its first LSN.
+    pub lsn: u64,
+    /// The bytes, whole sectors.
+    pub buf: crate::sys::DmaBuf,
+}
+
+/// Most runs waiting in [`BunkerVolume::staged`].
+pub const STAGED_RUNS: usize = 32;
 
 /// The volumes this node is bunker for.
 #[derive(Debug, Default)]
@@ -198,6 +219,7 @@ impl Bunkers {
             } else {
                 None
             },
+            staged: staging.then(|| ArrayQueue::new(STAGED_RUNS)),
             state: Mutex::new(state),
         });
         v.insert(name.into(), vol.clone());
@@ -625,11 +647,15 @@ impl BunkerConn {
             return self.refuse(format!("bunker log write at LSN {lsn} failed: {}", c.status));
         }
         let a = self.att.as_ref().expect("attached");
-        {
+        let resets = {
             let mut st = a.vol.state.lock().expect("bunker state");
             st.bytes_written += u64::from(sectors) * u64::from(a.geo.sector);
             let st = &mut *st;
             advance_contiguous(&mut st.acked, &mut st.durable_end, lsn, sectors);
+            st.resets
+        };
+        if let (Some(q), Some(buf)) = (a.vol.staged.as_ref(), c.buf) {
+            let _ = q.push(Staged { resets, lsn, buf });
         }
         self.framed.queue(&Msg::Ack { lsn, sectors });
         if let Some(w) = a.vol.waker.lock().expect("waker").as_ref() {

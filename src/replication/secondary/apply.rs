@@ -1,9 +1,10 @@
-//! The secondary's applier: a poller that reads the staging log back in LSN order, checks
+//! The secondary's applier: a poller that takes the staging log in LSN order (the runs the
+//! staging connection just wrote, handed over in memory, else read back from the log), checks
 //! every entry (header CRC, LSN, data CRC), and applies it to the replica volume, overlapping
 //! entries one after the other; it flushes the volume and records the applied end in the
 //! staging superblock before reporting it (the primary trims up to it).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use super::Secondary;
 use crate::bdev::{BdevError, BdevIo, Channel, IoCompletion, IoType};
 use crate::reactor::time::NS_PER_MS;
 use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
+use crate::replication::bunker::STAGED_RUNS;
 use crate::replication::format::{EntryHeader, EntryKind};
 use crate::replication::log::LogGeometry;
 use crate::replication::recovery::READS;
@@ -33,6 +35,14 @@ struct Op {
     lba: u64,
     blocks: u32,
     data: Option<DmaBuf>,
+}
+
+/// Why parsing stopped short.
+enum Trouble {
+    /// A damaged entry: read it again.
+    Damaged(String),
+    /// Applying cannot go on.
+    Stop(String),
 }
 
 /// Where the applied end is on its way to being durable.
@@ -66,6 +76,10 @@ pub struct Applier {
     /// The first entry whose apply failed: the applied end never passes it (it is not on the
     /// replica), so a restart applies it again.
     failed_at: Option<u64>,
+    /// Runs the staging connection handed over, by first LSN (see [`Self::take_staged`]).
+    staged: BTreeMap<u64, DmaBuf>,
+    /// Parsing stopped for want of a DMA buffer: retried every poll.
+    starved: bool,
     /// Reads in a row that found the entry at `parse_lsn` damaged.
     damaged_reads: usize,
     /// The staging state's reset count this applier follows.
@@ -95,6 +109,8 @@ impl Applier {
             next_commit: 0,
             failed: false,
             failed_at: None,
+            staged: BTreeMap::new(),
+            starved: false,
             damaged_reads: 0,
             resets: 0,
             done: Vec::new(),
@@ -112,6 +128,7 @@ impl Applier {
             (self.read_pos, self.parse_lsn, self.resets) = (st.applied, st.applied, st.resets);
             self.bytes.clear();
             self.ops.clear();
+            self.staged.clear();
             (self.failed, self.failed_at, self.damaged_reads) = (false, None, 0);
         }
         self.geo
@@ -130,11 +147,17 @@ impl Applier {
         self.failed = true;
     }
 
-    /// Reads the next stretch of received staging log.
+    /// Takes the next stretch of received staging log: from memory when the staging
+    /// connection handed over the run that starts there, else read from the staging log.
     fn read_step(&mut self, geo: LogGeometry) -> bool {
         let received = self.sec.staging.state.lock().expect("bunker state").durable_end;
         if self.reading || self.failed || self.read_pos >= received || self.ops.len() >= MAX_APPLIES * 4 {
             return false;
+        }
+        if let Some(buf) = self.take_staged() {
+            self.sec.state.lock().expect("secondary state").staging_from_memory += 1;
+            self.absorb(buf.as_slice(), geo);
+            return true;
         }
         let per_buf = (self.pool.buf_size() / geo.sector as usize) as u64;
         let n = (received - self.read_pos).min(per_buf).min(geo.until_wrap(self.read_pos));
@@ -149,7 +172,25 @@ impl Applier {
             tag: T_READ,
         };
         self.reading = self.staging.submit(io).is_ok();
+        if self.reading {
+            self.sec.state.lock().expect("secondary state").staging_reads += 1;
+        }
         self.reading
+    }
+
+    /// The run written at `read_pos`, if the staging connection handed it over and it is of
+    /// this staging log's current life; runs behind `read_pos` are dropped, and at most
+    /// [`STAGED_RUNS`] ahead of it are kept.
+    fn take_staged(&mut self) -> Option<DmaBuf> {
+        let q = self.sec.staging.staged.as_ref()?;
+        while self.staged.len() < STAGED_RUNS {
+            let Some(s) = q.pop() else { break };
+            if s.resets == self.resets && s.lsn >= self.read_pos {
+                self.staged.insert(s.lsn, s.buf);
+            }
+        }
+        self.staged.retain(|&lsn, _| lsn >= self.read_pos);
+        self.staged.remove(&self.read_pos)
     }
 
     fn on_read(&mut self, c: IoCompletion, geo: LogGeometry) {
@@ -157,8 +198,13 @@ impl Applier {
         let Some(buf) = c.buf.filter(|_| c.status.is_success()) else {
             return self.stop(format!("reading the staging log at LSN {}: {}", self.read_pos, c.status));
         };
-        self.bytes.extend_from_slice(buf.as_slice());
-        self.read_pos += (buf.len() / geo.sector as usize) as u64;
+        self.absorb(buf.as_slice(), geo);
+    }
+
+    /// Takes `bytes` (whole sectors of the staging log at `read_pos`) and parses what is whole.
+    fn absorb(&mut self, bytes: &[u8], geo: LogGeometry) {
+        self.bytes.extend_from_slice(bytes);
+        self.read_pos += (bytes.len() / geo.sector as usize) as u64;
         if self.read_pos == self.parse_lsn + (self.bytes.len() / geo.sector as usize) as u64 {
             self.parse(geo);
         } else {
@@ -166,39 +212,69 @@ impl Applier {
         }
     }
 
-    /// Turns whole entries at the front of `bytes` into ops; stops at a damaged one.
+    /// Turns whole entries at the front of `bytes` into ops; stops at a damaged one. The parsed
+    /// bytes are dropped once, at the end (not per entry: that moved the rest of a read each time).
     fn parse(&mut self, geo: LogGeometry) {
-        let s = geo.sector as usize;
-        while self.bytes.len() >= s && !self.failed {
-            let h = match EntryHeader::decode(&self.bytes[..s], self.parse_lsn, geo.sector) {
-                Ok(h) => h,
-                Err(e) => return self.damaged(format!("bad entry at LSN {}: {e}", self.parse_lsn)),
-            };
-            let len = h.sectors as usize * s;
-            if u64::from(h.sectors) > geo.until_wrap(self.parse_lsn) {
-                return self.stop(format!("entry at LSN {} crosses the end of the ring", self.parse_lsn));
+        self.starved = false;
+        let mut at = 0;
+        let trouble = loop {
+            if self.failed {
+                break None;
             }
-            if self.bytes.len() < len {
-                return;
+            match self.parse_one(geo, at) {
+                Ok(Some(len)) => at += len,
+                Ok(None) => break None,
+                Err(t) => break Some(t),
             }
-            let data = &self.bytes[s..s + h.data_len as usize];
-            if h.kind == EntryKind::Write && crc32c::crc32c(data) != h.data_crc {
-                return self.damaged(format!("entry at LSN {}: data checksum mismatch", self.parse_lsn));
-            }
-            let buf = if h.kind == EntryKind::Write {
-                let Some(mut b) = self.pool.alloc() else { return };
-                b.set_len(data.len());
-                b.as_mut_slice().copy_from_slice(data);
-                Some(b)
-            } else {
-                None
-            };
-            let end = self.parse_lsn + u64::from(h.sectors);
-            self.ops.push_back(Op { lsn: h.lsn, end, kind: h.kind, lba: h.lba, blocks: h.blocks, data: buf });
-            self.bytes.drain(..len);
-            self.parse_lsn = end;
-            self.damaged_reads = 0;
+        };
+        self.bytes.drain(..at);
+        match trouble {
+            Some(Trouble::Damaged(why)) => self.damaged(why),
+            Some(Trouble::Stop(why)) => self.stop(why),
+            None => {}
         }
+    }
+
+    /// Parses the entry at byte `at` of `bytes` into an op: its length, `None` if it is not
+    /// all there yet (or no buffer is free for its data).
+    fn parse_one(&mut self, geo: LogGeometry, at: usize) -> Result<Option<usize>, Trouble> {
+        let s = geo.sector as usize;
+        let bytes = &self.bytes[at..];
+        if bytes.len() < s {
+            return Ok(None);
+        }
+        let h = EntryHeader::decode(&bytes[..s], self.parse_lsn, geo.sector)
+            .map_err(|e| Trouble::Damaged(format!("bad entry at LSN {}: {e}", self.parse_lsn)))?;
+        let len = h.sectors as usize * s;
+        if u64::from(h.sectors) > geo.until_wrap(self.parse_lsn) {
+            return Err(Trouble::Stop(format!(
+                "entry at LSN {} crosses the end of the ring",
+                self.parse_lsn
+            )));
+        }
+        if bytes.len() < len {
+            return Ok(None);
+        }
+        let data = &bytes[s..s + h.data_len as usize];
+        if h.kind == EntryKind::Write && crc32c::crc32c(data) != h.data_crc {
+            return Err(Trouble::Damaged(format!("entry at LSN {}: data checksum mismatch", self.parse_lsn)));
+        }
+        let buf = if h.kind == EntryKind::Write {
+            let Some(mut b) = self.pool.alloc() else {
+                self.starved = true;
+                return Ok(None);
+            };
+            b.set_len(data.len());
+            b.as_mut_slice().copy_from_slice(data);
+            Some(b)
+        } else {
+            None
+        };
+        let end = self.parse_lsn + u64::from(h.sectors);
+        self.ops.push_back(Op { lsn: h.lsn, end, kind: h.kind, lba: h.lba, blocks: h.blocks, data: buf });
+        self.parse_lsn = end;
+        self.damaged_reads = 0;
+        Ok(Some(len))
     }
 
     /// A damaged entry: the staging log is read again from it (the read may have been
@@ -368,6 +444,9 @@ impl Poller for Applier {
         self.watch(cx);
         let Some(geo) = self.geometry() else { return PollStatus::Idle };
         let mut work = self.reap(geo);
+        if self.starved {
+            self.parse(geo);
+        }
         work |= self.read_step(geo);
         work |= self.issue();
         work |= self.commit_step(cx.now);

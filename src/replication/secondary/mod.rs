@@ -161,6 +161,10 @@ pub struct SecondaryState {
     pub entries_applied: u64,
     /// Bytes received into staging since start.
     pub bytes_applied: u64,
+    /// Stretches of the staging log the applier took from memory (handed over by the staging
+    /// connection) and read back from the log, since start.
+    pub staging_from_memory: u64,
+    pub staging_reads: u64,
     /// Why applying stopped, if it did.
     pub apply_error: Option<String>,
     /// The last failover, if any.
@@ -276,6 +280,8 @@ pub fn describe(sec: &Secondary) -> serde_json::Value {
         "resync_blocks": staging.resync_blocks,
         "entries_applied": st.entries_applied,
         "bytes_applied": st.bytes_applied,
+        "staging_from_memory": st.staging_from_memory,
+        "staging_reads": st.staging_reads,
         "apply_error": staging.apply_error.or(st.apply_error),
         "bunker": sec.bunker.lock().expect("bunker addr").map(|a| a.to_string()),
         "failover": st.failover,
