@@ -264,6 +264,9 @@ for setup in ${BENCH_SETUPS:-1 2 3}; do
     if [ "$setup" != 1 ]; then
       wait "$watch" || die "the lag watcher failed"
       lag=$(cat "$WORK/lag.json")
+      say "a $name: the applier took $(rpc sec replication_status |
+        json 'str(j["secondaries"][0]["staging_from_memory"]) + " runs from memory, read " +
+              str(j["secondaries"][0]["staging_reads"])') from the staging log"
       { kill -9 "$PID_sec" && wait "$PID_sec"; } 2>/dev/null || true
     fi
     record "$name" "$(label "$@")" "$WORK/r.json" ${lag:+"$lag"}

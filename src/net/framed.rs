@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
 use super::Stream;
-use crate::replication::wire::{Msg, MAX_FRAME};
+use crate::replication::wire::{Frame, Msg, MAX_FRAME};
 
 /// Why a framed stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub struct Framed {
     rend: usize,
     out: Vec<u8>,
     opos: usize,
+    /// Frames decoded by [`Framed::receive`] on their way to messages.
+    scratch: Vec<Frame>,
 }
 
 impl Framed {
@@ -54,6 +56,7 @@ impl Framed {
             rend: 0,
             out: Vec::with_capacity(1 << 20),
             opos: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -99,8 +102,22 @@ impl Framed {
 
     /// Reads and decodes up to `max` messages into `msgs`; returns whether anything arrived.
     pub fn receive(&mut self, msgs: &mut Vec<Msg>, max: usize) -> Result<bool, FramedError> {
+        let mut frames = std::mem::take(&mut self.scratch);
+        let got = self.receive_frames(&mut frames, max);
+        msgs.extend(frames.drain(..).map(|f| f.into_msg(&self.inbuf)));
+        self.scratch = frames;
+        got
+    }
+
+    /// Reads and decodes up to `max` frames into `frames`; returns whether anything arrived.
+    /// A Write's data stays in the receive buffer ([`Frame::Write`] positions index it, see
+    /// [`Framed::take_received`]) until the next call, which is the only one that moves bytes.
+    pub fn receive_frames(&mut self, frames: &mut Vec<Frame>, max: usize) -> Result<bool, FramedError> {
+        assert!(!self.inbuf.is_empty(), "receive buffer still lent out");
         let mut got = false;
-        if self.rend == self.inbuf.len() {
+        if self.rpos == self.rend {
+            (self.rpos, self.rend) = (0, 0);
+        } else if self.rend == self.inbuf.len() || self.rpos * 2 >= self.inbuf.len() {
             self.compact();
         }
         if self.rend < self.inbuf.len() {
@@ -114,21 +131,29 @@ impl Framed {
                 Err(e) => return Err(e.into()),
             }
         }
-        while msgs.len() < max {
-            match Msg::decode(&self.inbuf[self.rpos..self.rend])? {
-                Some((m, used)) => {
-                    msgs.push(m);
+        let before = frames.len();
+        while frames.len() - before < max {
+            match Frame::decode(&self.inbuf[self.rpos..self.rend])? {
+                Some((f, used)) => {
+                    frames.push(f.offset(self.rpos));
                     self.rpos += used;
                 }
                 None => break,
             }
         }
-        if self.rpos == self.rend {
-            (self.rpos, self.rend) = (0, 0);
-        } else if self.rpos * 2 >= self.inbuf.len() {
-            self.compact();
-        }
-        Ok(got || !msgs.is_empty())
+        Ok(got || frames.len() > before)
+    }
+
+    /// The receive buffer, which the positions of the last [`Framed::receive_frames`] index,
+    /// lent out (so its Writes can be handled while the stream queues answers); give it back
+    /// with [`Framed::return_received`] before receiving again.
+    pub fn take_received(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inbuf)
+    }
+
+    /// Takes back the receive buffer lent by [`Framed::take_received`].
+    pub fn return_received(&mut self, buf: Vec<u8>) {
+        self.inbuf = buf;
     }
 
     /// Moves the undecoded bytes to the front of the receive buffer.
@@ -195,11 +220,25 @@ mod tests {
             let mut f = Framed::over(Box::new(Trickle { bytes: bytes.clone(), at: 0, chunk }));
             let mut got = Vec::new();
             let mut idle = 0;
+            // Every other poll decodes in place: Writes index the lent receive buffer.
             while got.len() < sent.len() && idle < 3 {
-                let mut msgs = Vec::new();
-                let progress = f.receive(&mut msgs, 64).unwrap();
+                let progress = if got.len() % 2 == 0 {
+                    let mut msgs = Vec::new();
+                    let p = f.receive(&mut msgs, 64).unwrap();
+                    got.extend(msgs);
+                    p
+                } else {
+                    let mut frames = Vec::new();
+                    let p = f.receive_frames(&mut frames, 64).unwrap();
+                    let buf = f.take_received();
+                    got.extend(frames.into_iter().map(|fr| {
+                        assert!(matches!(fr, Frame::Write { .. }), "a Write stays in place");
+                        fr.into_msg(&buf)
+                    }));
+                    f.return_received(buf);
+                    p
+                };
                 idle = if progress { 0 } else { idle + 1 };
-                got.extend(msgs);
             }
             assert_eq!(got.len(), sent.len(), "chunk {chunk}");
             assert!(got == sent, "chunk {chunk}: frames changed or reordered");

@@ -272,6 +272,47 @@ impl Msg {
     /// Decodes the frame at the front of `buf`: `Ok(None)` until it is complete, else the
     /// message and the bytes it used.
     pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, WireError> {
+        Ok(Frame::decode(buf)?.map(|(f, used)| (f.into_msg(buf), used)))
+    }
+}
+
+/// A decoded frame: a message, or a Write whose payload is left where it lies in the
+/// receive buffer (the hot path: no copy and no allocation per entry).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Any message.
+    Msg(Msg),
+    /// `Msg::Write { lsn, data }` with `data` at `at..at + len` of the decoded buffer.
+    Write {
+        /// Its LSN.
+        lsn: u64,
+        /// Where the data starts in the decoded buffer.
+        at: usize,
+        /// Its length.
+        len: usize,
+    },
+}
+
+impl Frame {
+    /// The message, copying a Write's data out of `buf` (the buffer it was decoded from).
+    pub fn into_msg(self, buf: &[u8]) -> Msg {
+        match self {
+            Frame::Msg(m) => m,
+            Frame::Write { lsn, at, len } => Msg::Write { lsn, data: buf[at..at + len].to_vec() },
+        }
+    }
+
+    /// Shifts a Write's data position by `by` (it was decoded from a slice starting there).
+    pub fn offset(self, by: usize) -> Frame {
+        match self {
+            Frame::Write { lsn, at, len } => Frame::Write { lsn, at: at + by, len },
+            f => f,
+        }
+    }
+
+    /// Decodes the frame at the front of `buf`: `Ok(None)` until it is complete, else the frame
+    /// and the bytes it used.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         if buf.len() < HEADER {
             return Ok(None);
         }
@@ -287,9 +328,18 @@ impl Msg {
         if crc32c::crc32c(body) != u32::from_le_bytes(buf[5..9].try_into().expect("4")) {
             return Err(WireError::Crc);
         }
-        Ok(Some((Msg::parse(buf[4], body)?, total)))
+        if buf[4] == KIND_WRITE {
+            let mut r = Reader { b: body, what: "Write" };
+            let lsn = r.u64()?;
+            let len = r.u32()? as usize;
+            r.take(len)?;
+            return Ok(Some((Frame::Write { lsn, at: HEADER + 12, len }, total)));
+        }
+        Ok(Some((Frame::Msg(Msg::parse(buf[4], body)?), total)))
     }
+}
 
+impl Msg {
     fn parse(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         let names = [
             "",

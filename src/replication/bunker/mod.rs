@@ -19,7 +19,7 @@ use crate::net::framed::Framed;
 use crate::reactor::{PollCtx, PollStatus, Poller};
 use crate::replication::format::Superblock;
 use crate::replication::log::{advance_contiguous, LogGeometry};
-use crate::replication::wire::Msg;
+use crate::replication::wire::{Frame, Msg};
 use crate::sys::DmaPool;
 
 pub(crate) mod inventory;
@@ -291,7 +291,8 @@ pub struct BunkerConn {
     hello_ack: Option<u64>,
     /// Failback resync into the replica volume.
     resync: resync::Resync,
-    msgs: Vec<Msg>,
+    /// Frames received in this poll (a Write's data stays in the stream's receive buffer).
+    frames: Vec<Frame>,
     done: Vec<IoCompletion>,
     closing: bool,
     watching: Vec<std::os::fd::RawFd>,
@@ -340,7 +341,7 @@ impl BunkerConn {
             applied_sent: 0,
             hello_ack: None,
             resync: resync::Resync::default(),
-            msgs: Vec::new(),
+            frames: Vec::new(),
             done: Vec::new(),
             closing: false,
             watching: Vec::new(),
@@ -742,11 +743,11 @@ impl Poller for BunkerConn {
             }
         }
         let mut work = false;
-        let mut msgs = std::mem::take(&mut self.msgs);
+        let mut frames = std::mem::take(&mut self.frames);
         work |= self.resync_arm();
         work |= self.handle_deferred(cx);
         if !self.closing && !self.resync.arming() && self.resync.deferred.is_empty() {
-            match self.framed.receive(&mut msgs, 64) {
+            match self.framed.receive_frames(&mut frames, 64) {
                 Ok(w) => work |= w,
                 Err(e) => {
                     tracing::info!(conn = self.name, error = %e, "replication peer gone");
@@ -754,19 +755,33 @@ impl Poller for BunkerConn {
                 }
             }
         }
-        if !msgs.is_empty() {
+        if !frames.is_empty() {
             if let Some(a) = self.att.as_ref() {
                 a.vol.state.lock().expect("bunker state").heard_ms = now_ms();
             }
         }
-        for m in msgs.drain(..) {
+        let received = self.framed.take_received();
+        for f in frames.drain(..) {
             if self.resync.arming() {
-                self.resync.deferred.push_back(m); // after the staging log restarted
-            } else if !self.closing {
-                self.handle(cx, m);
+                // After the staging log restarted.
+                self.resync.deferred.push_back(f.into_msg(&received));
+                continue;
+            }
+            if self.closing {
+                continue;
+            }
+            match f {
+                // A Write's data goes from the receive buffer straight into the run.
+                Frame::Write { lsn, at, len } => {
+                    if let Err(why) = self.write(lsn, &received[at..at + len]) {
+                        self.refuse(why);
+                    }
+                }
+                f => self.handle(cx, f.into_msg(&received)),
             }
         }
-        self.msgs = msgs;
+        self.framed.return_received(received);
+        self.frames = frames;
         if let Err(why) = self.issue_run() {
             self.refuse(why);
         }

@@ -201,33 +201,26 @@ impl Applier {
         self.absorb(buf.as_slice(), geo);
     }
 
-    /// Takes `bytes` (whole sectors of the staging log at `read_pos`) and parses what is whole.
+    /// Takes `bytes` (whole sectors of the staging log at `read_pos`) and parses what is whole:
+    /// in place when nothing is held from before, so only a partial entry at the end is copied.
     fn absorb(&mut self, bytes: &[u8], geo: LogGeometry) {
-        self.bytes.extend_from_slice(bytes);
         self.read_pos += (bytes.len() / geo.sector as usize) as u64;
-        if self.read_pos == self.parse_lsn + (self.bytes.len() / geo.sector as usize) as u64 {
-            self.parse(geo);
-        } else {
-            self.stop("staging read out of step".into());
+        let held = (self.bytes.len() + bytes.len()) / geo.sector as usize;
+        if self.read_pos != self.parse_lsn + held as u64 {
+            return self.stop("staging read out of step".into());
         }
-    }
-
-    /// Turns whole entries at the front of `bytes` into ops; stops at a damaged one. The parsed
-    /// bytes are dropped once, at the end (not per entry: that moved the rest of a read each time).
-    fn parse(&mut self, geo: LogGeometry) {
-        self.starved = false;
-        let mut at = 0;
-        let trouble = loop {
-            if self.failed {
-                break None;
-            }
-            match self.parse_one(geo, at) {
-                Ok(Some(len)) => at += len,
-                Ok(None) => break None,
-                Err(t) => break Some(t),
-            }
+        let mut kept = std::mem::take(&mut self.bytes);
+        let trouble = if kept.is_empty() {
+            let (used, trouble) = self.parse(bytes, geo);
+            kept.extend_from_slice(&bytes[used..]);
+            trouble
+        } else {
+            kept.extend_from_slice(bytes);
+            let (used, trouble) = self.parse(&kept, geo);
+            kept.drain(..used);
+            trouble
         };
-        self.bytes.drain(..at);
+        self.bytes = kept;
         match trouble {
             Some(Trouble::Damaged(why)) => self.damaged(why),
             Some(Trouble::Stop(why)) => self.stop(why),
@@ -235,11 +228,25 @@ impl Applier {
         }
     }
 
-    /// Parses the entry at byte `at` of `bytes` into an op: its length, `None` if it is not
+    /// Turns whole entries at the front of `bytes` (the staging log from `parse_lsn` on) into
+    /// ops; returns how many bytes they took, and why it stopped short, if it did.
+    fn parse(&mut self, bytes: &[u8], geo: LogGeometry) -> (usize, Option<Trouble>) {
+        self.starved = false;
+        let mut at = 0;
+        while !self.failed {
+            match self.parse_one(&bytes[at..], geo) {
+                Ok(Some(len)) => at += len,
+                Ok(None) => break,
+                Err(t) => return (at, Some(t)),
+            }
+        }
+        (at, None)
+    }
+
+    /// Parses the entry at the front of `bytes` into an op: its length, `None` if it is not
     /// all there yet (or no buffer is free for its data).
-    fn parse_one(&mut self, geo: LogGeometry, at: usize) -> Result<Option<usize>, Trouble> {
+    fn parse_one(&mut self, bytes: &[u8], geo: LogGeometry) -> Result<Option<usize>, Trouble> {
         let s = geo.sector as usize;
-        let bytes = &self.bytes[at..];
         if bytes.len() < s {
             return Ok(None);
         }
@@ -445,7 +452,7 @@ impl Poller for Applier {
         let Some(geo) = self.geometry() else { return PollStatus::Idle };
         let mut work = self.reap(geo);
         if self.starved {
-            self.parse(geo);
+            self.absorb(&[], geo);
         }
         work |= self.read_step(geo);
         work |= self.issue();
