@@ -32,7 +32,9 @@
 #        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
 #        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
 #        BENCH_PERF_FLAGS (extra perf flags), BENCH_SETUPS (the setups of a, "1 2 3"),
-#        BENCH_FAILOVER (0 skips b), CARGO_TARGET_DIR (as cargo).
+#        BENCH_FAILOVER (0 skips b), BENCH_SECONDARY_SPELL_US (the secondary's reactor idle
+#        spell), BENCH_SECONDARY_NICE (nice level of the secondary), BENCH_PRIMARY_POLICY
+#        (the primary's reactor idle_policy: adaptive or busy), CARGO_TARGET_DIR (as cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,11 +93,20 @@ serve() {
   local name=$1 core=$2
   shift 2
   {
-    printf '[reactor]\ncores = [%s]\n[memory]\nbuf_size = 135168\nbuf_count = 512\n' "$core"
+    printf '[reactor]\ncores = [%s]\n' "$core"
+    if [ "$name" = prim ] && [ -n "${BENCH_PRIMARY_POLICY:-}" ]; then
+      printf 'idle_policy = "%s"\n' "$BENCH_PRIMARY_POLICY"
+    fi
+    if [ "$name" = sec ] && [ -n "${BENCH_SECONDARY_SPELL_US:-}" ]; then
+      printf 'idle_spell_us = %s\n' "$BENCH_SECONDARY_SPELL_US"
+    fi
+    printf '[memory]\nbuf_size = 135168\nbuf_count = 512\n'
     printf '[rpc]\nsocket = "%s/%s.sock"\n' "$WORK" "$name"
     while [ $# -gt 0 ]; do bdev "$1" "$2" "$3"; shift 3; done
   } > "$WORK/$name.toml"
-  taskset -c "$core" "$BIN" serve --config "$WORK/$name.toml" > "$WORK/$name.txt" 2>&1 &
+  local nice=0
+  [ "$name" = sec ] && nice=${BENCH_SECONDARY_NICE:-0}
+  nice -n "$nice" taskset -c "$core" "$BIN" serve --config "$WORK/$name.toml" > "$WORK/$name.txt" 2>&1 &
   SERVED=$!
   PIDS+=("$SERVED")
   for _ in $(seq 100); do

@@ -1,12 +1,21 @@
 //! A generic TCP acceptor poller: accepts without blocking and hands each connection, as a new
 //! poller, to a reactor chosen round-robin.
+//!
+//! It tries `accept` at most every [`ACCEPT_EVERY`]: Linux builds (and throws away) a whole
+//! socket file for every non-blocking accept that finds nothing, and a reactor polls many
+//! thousand times a second; a new connection waits at most that long (a sleeping reactor is
+//! woken by the listener becoming readable).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::reactor::{Message, PollCtx, PollStatus, Poller};
+use crate::reactor::time::NS_PER_MS;
+use crate::reactor::{Message, Nanos, PollCtx, PollStatus, Poller};
+
+/// How often the listener is asked for new connections.
+pub const ACCEPT_EVERY: Nanos = NS_PER_MS;
 
 /// Builds the poller for an accepted connection from (stream, peer, local address); run on the
 /// chosen reactor.
@@ -21,6 +30,8 @@ pub struct Acceptor {
     make: MakeConn,
     next: usize,
     watching: bool,
+    /// No accept before this time.
+    next_accept: Nanos,
 }
 
 impl Acceptor {
@@ -42,6 +53,7 @@ impl Acceptor {
             make,
             next: 0,
             watching: false,
+            next_accept: 0,
         })
     }
 }
@@ -59,6 +71,10 @@ impl Poller for Acceptor {
         if !self.watching {
             self.watching = cx.watch_fd(self.listener.as_raw_fd()).is_ok();
         }
+        if cx.now < self.next_accept {
+            return PollStatus::Idle;
+        }
+        self.next_accept = cx.now + ACCEPT_EVERY;
         let mut accepted = false;
         while let Ok((stream, peer)) = self.listener.accept() {
             accepted = true;
