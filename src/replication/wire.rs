@@ -374,7 +374,7 @@ impl Msg {
                 head: r.u64()?,
             },
             2 => Msg::HelloAck { durable_end: r.u64()? },
-            KIND_WRITE => Msg::Write { lsn: r.u64()?, data: r.bytes()? },
+            KIND_WRITE => unreachable!("Frame::decode keeps a Write's data in place"),
             4 => Msg::Ack { lsn: r.u64()?, sectors: r.u32()? },
             5 => Msg::Trim { head: r.u64()? },
             6 => Msg::Heartbeat { seq: r.u64()? },

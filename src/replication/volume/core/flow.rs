@@ -243,8 +243,8 @@ impl VolumeCore {
         let mut work = false;
         for i in 0..self.slots.len() {
             let Some(s) = self.slots[i].as_ref() else { continue };
-            let applied = s.volume || self.ack == Ack::Durable;
-            if !s.answered && s.local && s.pad_local && applied && self.bunker_ok(s) {
+            let volume_ok = s.volume || self.ack == Ack::Durable;
+            if !s.answered && s.local && s.pad_local && volume_ok && self.bunker_ok(s) {
                 work |= self.answer(i, now);
             }
             if self.slots[i].as_ref().is_some_and(|s| s.answered && s.volume) {

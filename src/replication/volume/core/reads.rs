@@ -90,14 +90,12 @@ impl VolumeCore {
     /// Serves the front read: from memory alone, or from the data bdev with `copies` laid over
     /// it. False (the read stays queued) when no read slot or image buffer is free.
     fn issue_read(&mut self, copies: Vec<(usize, usize, usize, usize)>, len: usize) -> bool {
-        if !copies.is_empty() {
-            self.shared.reads_from_memory.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         if copies.iter().map(|c| c.3).sum::<usize>() == len && len > 0 {
             let mut req = self.reads.pop_front().expect("front read");
             let mut buf = req.io.buf.take().expect("a read carries its buffer");
             self.copy_entries(&copies, buf.as_mut_slice());
             reply(&req, IoCompletion { tag: req.io.tag, status: IoStatus::Success, buf: Some(buf) });
+            self.shared.reads_from_memory.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return true;
         }
         let Some(idx) = self.read_slots.iter().position(Option::is_none) else { return false };
@@ -122,6 +120,9 @@ impl VolumeCore {
             req.io.buf = io.buf;
             self.reads.push_front(req);
             return false;
+        }
+        if overlay.is_some() {
+            self.shared.reads_from_memory.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.read_slots[idx] = Some(IssuedRead { req, overlay });
         true
