@@ -97,6 +97,9 @@ serve() {
     if [ "$name" = prim ] && [ -n "${BENCH_PRIMARY_POLICY:-}" ]; then
       printf 'idle_policy = "%s"\n' "$BENCH_PRIMARY_POLICY"
     fi
+    if [ "$name" = prim ] && [ -n "${BENCH_PRIMARY_SPELL_US:-}" ]; then
+      printf 'idle_spell_us = %s\n' "$BENCH_PRIMARY_SPELL_US"
+    fi
     if [ "$name" = sec ] && [ -n "${BENCH_SECONDARY_SPELL_US:-}" ]; then
       printf 'idle_spell_us = %s\n' "$BENCH_SECONDARY_SPELL_US"
     fi
@@ -106,7 +109,9 @@ serve() {
   } > "$WORK/$name.toml"
   local nice=0
   [ "$name" = sec ] && nice=${BENCH_SECONDARY_NICE:-0}
-  nice -n "$nice" taskset -c "$core" "$BIN" serve --config "$WORK/$name.toml" > "$WORK/$name.txt" 2>&1 &
+  local sched=()
+  [ "$name" = sec ] && [ -n "${BENCH_SECONDARY_SCHED:-}" ] && sched=(chrt --"$BENCH_SECONDARY_SCHED" 0)
+  nice -n "$nice" "${sched[@]}" taskset -c "$core" "$BIN" serve --config "$WORK/$name.toml" > "$WORK/$name.txt" 2>&1 &
   SERVED=$!
   PIDS+=("$SERVED")
   for _ in $(seq 100); do
@@ -271,6 +276,10 @@ for setup in ${BENCH_SETUPS:-1 2 3}; do
     "$BIN" perf -r "$(trid "$APORT")" -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
       --json > "$WORK/r.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
     touch "$WORK/perf.done"
+    if [ -n "${BENCH_STATS_DIR:-}" ]; then
+      rpc prim reactor_stats > "$BENCH_STATS_DIR/prim-$setup$k.json"
+      [ "$setup" = 1 ] || rpc sec reactor_stats > "$BENCH_STATS_DIR/sec-$setup$k.json"
+    fi
     lag=
     if [ "$setup" != 1 ]; then
       wait "$watch" || die "the lag watcher failed"
@@ -358,7 +367,8 @@ fmt = lambda v, f: "" if v is None else format(v, f)
 for r in rows:
     extra = [""] * 7
     if "lag_bytes" in r:
-        b = base[r["workload"]]
+        # Without a row (1) (BENCH_SETUPS without 1) there is no ratio: 0 marks it.
+        b = base.get(r["workload"], {"iops": float("inf"), "p50": float("inf"), "p99": float("inf")})
         x = r["iops"] / b["iops"]
         tag = r["setup"][:3]
         line = (f"- {tag} {r['workload']}: IOPS {tag}/(1) = {x:.2f}, p50 {r['p50'] / b['p50']:.2f}x, "

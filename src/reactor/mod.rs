@@ -114,6 +114,7 @@ impl Reactor {
             mailboxes: seed.mailboxes,
             stop: false,
             clock,
+            wake_at: None,
         };
         Ok(Reactor {
             id: seed.id,
@@ -177,6 +178,7 @@ impl Reactor {
     /// Runs one iteration at time `now`: messages, then every due poller. Returns whether any
     /// work was done.
     pub fn poll_once(&mut self, now: Nanos) -> bool {
+        self.services.wake_at = None;
         let mut busy = self.drain_messages(now);
         let mut i = 0;
         while i < self.entries.len() {
@@ -259,9 +261,11 @@ impl Reactor {
         self.mailbox.has_control() || self.inbound.iter().any(|c| !c.is_empty())
     }
 
-    /// The earliest time a timed poller is due.
+    /// The earliest time a timed poller is due, or a poller of the last round asked to be
+    /// polled again ([`PollCtx::wake_at`]).
     pub fn next_timer_due(&self) -> Option<Nanos> {
-        self.entries.iter().filter(|e| e.period.is_some()).map(|e| e.next_due).min()
+        let timers = self.entries.iter().filter(|e| e.period.is_some()).map(|e| e.next_due);
+        timers.chain(self.services.wake_at).min()
     }
 
     /// The reactor's statistics now.
@@ -284,9 +288,8 @@ impl Reactor {
             return 0;
         }
         let start = clock.now();
-        let timeout_ms = i32::try_from(timeout_ns.div_ceil(time::NS_PER_MS)).unwrap_or(i32::MAX);
         let mut tokens = Vec::new();
-        if let Err(e) = self.services.epoll.wait(timeout_ms, &mut tokens) {
+        if let Err(e) = self.services.epoll.wait_ns(timeout_ns, &mut tokens) {
             tracing::error!(reactor = self.id, error = %e, "epoll_wait failed");
         }
         self.mailbox.set_sleeping(false);

@@ -64,6 +64,8 @@ pub(crate) struct Services {
     pub(crate) stop: bool,
     /// The real clock when running on a thread; `None` when stepped with virtual time.
     pub(crate) clock: Option<super::time::MonotonicClock>,
+    /// The earliest time a poller asked to be polled again this round ([`PollCtx::wake_at`]).
+    pub(crate) wake_at: Option<Nanos>,
 }
 
 /// Why a message could not be sent.
@@ -103,6 +105,15 @@ impl PollCtx<'_> {
     pub fn spawn_timed(&mut self, period: Nanos, poller: Box<dyn Poller>) {
         assert!(period > 0, "timed poller needs a period");
         self.services.spawned.push(Spawn { period: Some(period), poller });
+    }
+
+    /// Asks to be polled again by `at` even if nothing else wakes the reactor: for work due at
+    /// a known time (a batch waiting to fill, a periodic commit). A poller waiting for such a
+    /// deadline says so here and returns `Idle`, so the reactor sleeps until then instead of
+    /// spinning: on these two-core machines a spinning reactor takes the core from the peers
+    /// and kernel workers it shares it with. Holds for the current round only.
+    pub fn wake_at(&mut self, at: Nanos) {
+        self.services.wake_at = Some(self.services.wake_at.map_or(at, |w| w.min(at)));
     }
 
     /// Wakes this reactor from an idle sleep when `fd` becomes readable (level-triggered; the

@@ -359,14 +359,16 @@ impl Applier {
 
     /// Makes the applied end durable (flush the volume, then the staging superblock) and
     /// publishes it.
-    fn commit_step(&mut self, now: Nanos) -> bool {
+    fn commit_step(&mut self, cx: &mut PollCtx<'_>) -> bool {
         let applied = self.applied();
         let published = self.sec.staging.state.lock().expect("bunker state").applied;
         if !matches!(self.commit, Commit::Idle) || applied <= published {
             return false;
         }
+        let now = cx.now;
         if now < self.next_commit {
-            return true; // keep polling: the commit is due within COMMIT_EVERY
+            cx.wake_at(self.next_commit);
+            return false;
         }
         self.next_commit = now + COMMIT_EVERY;
         if self.data.submit(BdevIo::flush(T_FLUSH)).is_ok() {
@@ -456,7 +458,7 @@ impl Poller for Applier {
         }
         work |= self.read_step(geo);
         work |= self.issue();
-        work |= self.commit_step(cx.now);
+        work |= self.commit_step(cx);
         let quiet = self.inflight.is_empty() && matches!(self.commit, Commit::Idle);
         let held = self.sec.hold.load(Ordering::Acquire) && quiet && self.at_rest();
         self.sec.held.store(held, Ordering::Release);

@@ -263,6 +263,9 @@ impl Poller for VolumeCore {
         self.ship_guard();
         work |= self.maybe_checkpoint(now);
         self.publish(now);
+        if let Some(at) = self.wake.take() {
+            cx.wake_at(at);
+        }
         let idle = self.slots.iter().all(Option::is_none) && self.read_slots.iter().all(Option::is_none);
         if self.shared.stopped.load(Ordering::Acquire) && idle && !work {
             self.fail_waiting();

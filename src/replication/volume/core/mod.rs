@@ -164,6 +164,8 @@ pub struct VolumeCore {
     /// Recent entries in memory, for shipping and the bunker catch-up: kept only while the
     /// volume has a bunker or a secondary (absent too if it could not be allocated).
     mem: Option<MemLog>,
+    /// When a step waiting for a deadline (a shipping batch filling) wants the next poll.
+    wake: Option<Nanos>,
 }
 
 impl VolumeCore {
@@ -232,6 +234,7 @@ impl VolumeCore {
             oos: sb.out_of_sync,
             oos_hold: None,
             mem,
+            wake: None,
             sb,
         }
     }
