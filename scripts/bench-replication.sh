@@ -39,6 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TIME=${BENCH_TIME:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
 TCORE=${BENCH_TARGET_CORE:-0}
 PCORE=${BENCH_PERF_CORE:-1}
 SCORE=${BENCH_SECONDARY_CORE:-$PCORE}
@@ -230,68 +231,108 @@ serve prim "$TCORE" Data "$A/p-data.img" 4096 \
 PID_prim=$SERVED
 export_nvmf prim "$APORT"
 
-# Setups: 1 no secondary; 2 a secondary on RAM bdevs (a remote node with disks of its own); 3 a
-# secondary on files of the same disk as the primary's (this machine as it is). Every row runs
-# on a fresh volume (its own log) with a fresh secondary.
-for setup in ${BENCH_SETUPS:-1 2 3}; do
+# proc_ticks PID: user+system ticks of PID (0 without one); machine_ticks: the machine's busy,
+# idle (with iowait) and steal ticks.
+proc_ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat; }
+
+# run_one SETUP K ROUND ROW...: one measured run of row K (fields ROW) in SETUP: 1 no
+# secondary; 2 a secondary on RAM bdevs (a remote node with disks of its own); 3 a secondary on
+# files of the same disk as the primary's (this machine as it is). Every run is on a freshly
+# formatted volume (its own log) with a fresh secondary.
+run_one() {
+  local setup=$1 k=$2 round=$3 name
+  shift 3
   case $setup in
     1) name="(1) local-only, no secondary" ;;
     2) name="(2) + secondary on RAM bdevs" ;;
     3) name="(3) + secondary on files, same disk" ;;
   esac
+  local vol=vol$setup$k$round
+  dd if=/dev/zero of="$A/log$setup$k.log" bs=1M count=1 conv=notrunc oflag=direct status=none # a fresh format
+  rpc prim volume_create \
+    "{\"name\": \"$vol\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log$setup$k\", \"mode\": \"local-only\"}" > /dev/null
+  PID_sec=
+  if [ "$setup" != 1 ]; then
+    if [ "$setup" = 2 ]; then
+      serve sec "$SCORE" SData malloc:"$DATA_MB" 4096 SStage malloc:"$LOG_MB" "$LOG_BLOCK" SLog malloc:"$LOG_MB" "$LOG_BLOCK"
+    else
+      for f in s-stage.log s-log.log; do # forget the previous run's superblocks
+        dd if=/dev/zero of="$A/$f" bs=1M count=1 conv=notrunc oflag=direct status=none
+      done
+      serve sec "$SCORE" SData "$A/s-data.img" 4096 SStage "$A/s-stage.log" "$LOG_BLOCK" SLog "$A/s-log.log" "$LOG_BLOCK"
+    fi
+    PID_sec=$SERVED
+    local sport
+    sport=$(free_port)
+    rpc sec replication_listen "{\"address\": \"127.0.0.1:$sport\"}" > /dev/null
+    rpc sec secondary_create "{\"volume\": \"$vol\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
+      \"log_bdev\": \"SLog\"}" > /dev/null
+    rpc prim replication_create "{\"volume\": \"$vol\", \"secondary\": \"127.0.0.1:$sport\"}" > /dev/null
+    wait_until "the shipping link" 10 ship_up prim
+  fi
+  rpc prim nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 1}}" > /dev/null
+  say "a round $round $name: $(label "$@")"
+  rm -f "$WORK/perf.done"
+  local watch=
+  if [ "$setup" != 1 ]; then
+    python3 "$WORK/watch.py" "$WORK/prim.sock" "$WORK/sec.sock" "$WORK/perf.done" "$(python3 -c "print($TIME + 1 - 0.3)")" 1 \
+      "$LOG_BLOCK" > "$WORK/lag.json" &
+    watch=$!
+  fi
+  local m0 p0 s0 t0 m1 p1 s1 t1 extra
+  m0=$(machine_ticks) p0=$(proc_ticks "$PID_prim") s0=$(proc_ticks "$PID_sec") t0=$(date +%s.%N)
+  # shellcheck disable=SC2086 # PERF_FLAGS is a word list
+  "$BIN" perf -r "$(trid "$APORT")" -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
+    --json > "$WORK/r.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
+  m1=$(machine_ticks) p1=$(proc_ticks "$PID_prim") s1=$(proc_ticks "$PID_sec") t1=$(date +%s.%N)
+  touch "$WORK/perf.done"
+  if [ -n "${BENCH_STATS_DIR:-}" ]; then
+    rpc prim reactor_stats > "$BENCH_STATS_DIR/prim-$setup$k$round.json"
+    [ "$setup" = 1 ] || rpc sec reactor_stats > "$BENCH_STATS_DIR/sec-$setup$k$round.json"
+  fi
+  # CPU over perf's whole run (warm-up included), in cores: the primary, the secondary and
+  # the machine's busy, idle and stolen time.
+  # shellcheck disable=SC2086 # m0 and m1 are three numbers each
+  extra=$(python3 - "$round" "$t0" "$t1" "$p0" "$p1" "$s0" "$s1" $m0 $m1 <<'PY'
+import json, os, sys
+a = sys.argv[1:]
+t0, t1, p0, p1, s0, s1 = map(float, a[1:7])
+m0, m1 = [float(x) for x in a[7:10]], [float(x) for x in a[10:13]]
+hz, wall = os.sysconf("SC_CLK_TCK"), t1 - t0
+cores = lambda x, y: (y - x) / hz / wall
+j = {"round": int(a[0]), "cpu_primary": cores(p0, p1), "busy": cores(m0[0], m1[0]),
+     "idle": cores(m0[1], m1[1]), "steal": cores(m0[2], m1[2])}
+if s1 > 0:
+    j["cpu_secondary"] = cores(s0, s1)
+print(json.dumps(j))
+PY
+  )
+  if [ -n "$watch" ]; then
+    wait "$watch" || die "the lag watcher failed"
+    extra=$(python3 -c 'import json, sys; a = json.loads(sys.argv[1]); a.update(json.loads(sys.argv[2])); print(json.dumps(a))' \
+      "$extra" "$(cat "$WORK/lag.json")")
+    say "a round $round $name: the applier took $(rpc sec replication_status |
+      json 'str(j["secondaries"][0]["staging_from_memory"]) + " runs from memory, read " +
+            str(j["secondaries"][0]["staging_reads"])') from the staging log"
+    { kill -9 "$PID_sec" && wait "$PID_sec"; } 2>/dev/null || true
+  fi
+  record "$name" "$(label "$@")" "$WORK/r.json" "$extra"
+  rpc prim nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 1}" > /dev/null
+  rpc prim volume_delete "{\"name\": \"$vol\"}" > /dev/null
+}
+
+# Rounds: every round runs each row in every setup back to back, so each setup sees the same
+# stretch of this shared host's weather (its disk and CPU vary by 2x across minutes); the
+# table reports the median of the rounds.
+for round in $(seq "$ROUNDS"); do
   k=0
   for row in "${ROWS[@]}"; do
     k=$((k + 1))
-    vol=vol$setup$k
-    rpc prim volume_create \
-      "{\"name\": \"$vol\", \"data_bdev\": \"Data\", \"log_bdev\": \"Log$setup$k\", \"mode\": \"local-only\"}" > /dev/null
-    if [ "$setup" != 1 ]; then
-      if [ "$setup" = 2 ]; then
-        serve sec "$SCORE" SData malloc:"$DATA_MB" 4096 SStage malloc:"$LOG_MB" "$LOG_BLOCK" SLog malloc:"$LOG_MB" "$LOG_BLOCK"
-      else
-        for f in s-stage.log s-log.log; do # forget the previous row's superblocks
-          dd if=/dev/zero of="$A/$f" bs=1M count=1 conv=notrunc oflag=direct status=none
-        done
-        serve sec "$SCORE" SData "$A/s-data.img" 4096 SStage "$A/s-stage.log" "$LOG_BLOCK" SLog "$A/s-log.log" "$LOG_BLOCK"
-      fi
-      PID_sec=$SERVED
-      sport=$(free_port)
-      rpc sec replication_listen "{\"address\": \"127.0.0.1:$sport\"}" > /dev/null
-      rpc sec secondary_create "{\"volume\": \"$vol\", \"data_bdev\": \"SData\", \"staging_bdev\": \"SStage\",
-        \"log_bdev\": \"SLog\"}" > /dev/null
-      rpc prim replication_create "{\"volume\": \"$vol\", \"secondary\": \"127.0.0.1:$sport\"}" > /dev/null
-      wait_until "the shipping link" 10 ship_up prim
-    fi
-    rpc prim nvmf_subsystem_add_ns "{\"nqn\": \"$NQN\", \"namespace\": {\"bdev_name\": \"$vol\", \"nsid\": 1}}" > /dev/null
-    # shellcheck disable=SC2086 # split the row into its fields
-    set -- $row
-    say "a $name: $(label "$@")"
-    rm -f "$WORK/perf.done"
-    if [ "$setup" != 1 ]; then
-      python3 "$WORK/watch.py" "$WORK/prim.sock" "$WORK/sec.sock" "$WORK/perf.done" "$(python3 -c "print($TIME + 1 - 0.3)")" 1 \
-        "$LOG_BLOCK" > "$WORK/lag.json" &
-      watch=$!
-    fi
-    # shellcheck disable=SC2086 # PERF_FLAGS is a word list
-    "$BIN" perf -r "$(trid "$APORT")" -c "$PCORE" -w "$1" -q "$2" -o "$3" -t "$TIME" --warmup 1 $PERF_FLAGS \
-      --json > "$WORK/r.json" 2> "$WORK/perf.err" || { cat "$WORK/perf.err" >&2; die "perf failed"; }
-    touch "$WORK/perf.done"
-    if [ -n "${BENCH_STATS_DIR:-}" ]; then
-      rpc prim reactor_stats > "$BENCH_STATS_DIR/prim-$setup$k.json"
-      [ "$setup" = 1 ] || rpc sec reactor_stats > "$BENCH_STATS_DIR/sec-$setup$k.json"
-    fi
-    lag=
-    if [ "$setup" != 1 ]; then
-      wait "$watch" || die "the lag watcher failed"
-      lag=$(cat "$WORK/lag.json")
-      say "a $name: the applier took $(rpc sec replication_status |
-        json 'str(j["secondaries"][0]["staging_from_memory"]) + " runs from memory, read " +
-              str(j["secondaries"][0]["staging_reads"])') from the staging log"
-      { kill -9 "$PID_sec" && wait "$PID_sec"; } 2>/dev/null || true
-    fi
-    record "$name" "$(label "$@")" "$WORK/r.json" ${lag:+"$lag"}
-    rpc prim nvmf_subsystem_remove_ns "{\"nqn\": \"$NQN\", \"nsid\": 1}" > /dev/null
-    rpc prim volume_delete "{\"name\": \"$vol\"}" > /dev/null
+    for setup in ${BENCH_SETUPS:-1 2 3}; do
+      # shellcheck disable=SC2086 # split the row into its fields
+      run_one "$setup" "$k" "$round" $row
+    done
   done
 done
 { kill -9 "$PID_prim" && wait "$PID_prim"; } 2>/dev/null || true
@@ -358,38 +399,55 @@ print(f"ferrite scripts/bench-replication.sh, {secs} s per run, {ncpu} cores, pr
 print()
 print("a. replication throughput, local-only volume on uring files, NVMe/TCP over loopback")
 print()
-print("| setup | workload | IOPS | MiB/s | p50 µs | p99 µs | IOPS / (1) | log MiB/s | applied MiB/s "
-      "| lag at end | lag s at end | drain ms | status 0 ms |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-base = {r["workload"]: r for r in rows if "no secondary" in r["setup"]}
+print(f"Each setup ran {max(r['round'] for r in rows)} rounds (each round: every setup back to back); "
+      "a row shows the round with the median IOPS, 'IOPS by round' all of them.")
+print()
+print("| setup | workload | IOPS | MiB/s | p50 µs | p99 µs | IOPS / (1) | IOPS by round | CPU primary | CPU secondary "
+      "| machine idle | steal | log MiB/s | applied MiB/s | lag at end | lag s at end | drain ms |")
+print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+groups = {}
+for r in rows:
+    groups.setdefault((r["setup"], r["workload"]), []).append(r)
+median = lambda rs: sorted(rs, key=lambda r: r["iops"])[(len(rs) - 1) // 2]
+base = {w: median(rs) for (setup, w), rs in groups.items() if "no secondary" in setup}
+by_round = {(r["workload"], r["round"]): r for r in rows if "no secondary" in r["setup"]}
 verdicts = []
 fmt = lambda v, f: "" if v is None else format(v, f)
-for r in rows:
-    extra = [""] * 7
-    if "lag_bytes" in r:
-        # Without a row (1) (BENCH_SETUPS without 1) there is no ratio: 0 marks it.
-        b = base.get(r["workload"], {"iops": float("inf"), "p50": float("inf"), "p99": float("inf")})
-        x = r["iops"] / b["iops"]
-        tag = r["setup"][:3]
-        line = (f"- {tag} {r['workload']}: IOPS {tag}/(1) = {x:.2f}, p50 {r['p50'] / b['p50']:.2f}x, "
-                f"p99 {r['p99'] / b['p99']:.2f}x (bar IOPS >= 0.90: {'met' if x >= 0.9 else 'NOT met'})")
-        if r["dropped"]:
-            line += (f"; the secondary was DROPPED {r['dropped_after_s']:.1f} s into the run ({r['alarm']}): "
-                     "no replication after that, so the ratio is not a replication figure")
+for (setup, workload), rs in groups.items():
+    m = median(rs)
+    b = base.get(workload)
+    x = m["iops"] / b["iops"] if b and "lag_bytes" in m else None
+    extra = [""] * 5
+    if "lag_bytes" in m:
+        tag = setup[:3]
+        rounds = [f"{r['iops'] / by_round[(workload, r['round'])]['iops']:.2f}" for r in rs if (workload, r["round"]) in by_round]
+        line = (f"- {tag} {workload}: IOPS {tag}/(1), medians = {fmt(x, '.2f')} (by round: {', '.join(rounds)}); "
+                f"p50 {m['p50'] / b['p50']:.2f}x, p99 {m['p99'] / b['p99']:.2f}x (bar IOPS >= 0.90: "
+                f"{'met' if x and x >= 0.9 else 'NOT met'})" if b else f"- {tag} {workload}: no row (1) to compare with")
+        dropped = [r for r in rs if r["dropped"]]
+        if dropped:
+            when = ", ".join(format(r["dropped_after_s"], ".1f") + " s" for r in dropped)
+            line += (f"; the secondary was DROPPED in {len(dropped)} of {len(rs)} rounds ({when} into the run): "
+                     "no replication after that, so those rounds are not replication figures")
         verdicts.append(line)
-        lag = "dropped" if r["dropped"] else f"{r['lag_bytes'] / 2**20:.2f} MiB"
-        drain = "dropped" if r["dropped"] else ("> 10 s" if r["drain_ms"] is None else f"{r['drain_ms']:.0f}")
-        zero = "dropped" if r["dropped"] else ("> 10 s" if r["status_zero_ms"] is None else f"{r['status_zero_ms']:.0f}")
-        extra = [f"{x:.2f}", fmt(r["log_mib_s"], ",.0f"), fmt(r["applied_mib_s"], ",.0f"), lag,
-                 "" if r["dropped"] else f"{r['lag_seconds']:.2f}", drain, zero]
-    print(f"| {r['setup']} | {r['workload']} | {r['iops']:,.0f} | {r['mib_per_s']:,.1f} | {r['p50']:.1f} "
-          f"| {r['p99']:.1f} | {' | '.join(extra)} |")
+        d = m["dropped"]
+        extra = [fmt(m["log_mib_s"], ",.0f"), fmt(m["applied_mib_s"], ",.0f"),
+                 "dropped" if d else f"{m['lag_bytes'] / 2**20:.2f} MiB", "" if d else f"{m['lag_seconds']:.2f}",
+                 "dropped" if d else ("> 10 s" if m["drain_ms"] is None else f"{m['drain_ms']:.0f}")]
+    each = " / ".join(format(r["iops"], ",.0f") for r in rs)
+    print(f"| {setup} | {workload} | {m['iops']:,.0f} | {m['mib_per_s']:,.1f} | {m['p50']:.1f} | {m['p99']:.1f} "
+          f"| {fmt(x, '.2f')} | {each} | {m['cpu_primary']:.2f} "
+          f"| {fmt(m.get('cpu_secondary'), '.2f')} | {m['idle']:.2f} | {m['steal']:.2f} | {' | '.join(extra)} |")
 print()
 print("\n".join(verdicts))
+print("- CPU columns are cores busy over perf's run (warm-up included): the primary's and the secondary's "
+      "processes, and the machine's idle (with iowait) and stolen time (the host running something else); "
+      "the load generator and kernel workers make up the rest of the machine's "
+      f"{ncpu} cores")
 print("- log MiB/s: the primary's committed log rate (entries with headers); applied MiB/s: the "
       "secondary's applied end as the primary sees it (until a drop); lag at end: 0.3 s before the run ends; "
       "drain: from perf's exit until the secondary's own applied end reached the final committed end "
-      "(polled every ~10 ms); status 0: until the primary's replication_status read lag_bytes 0")
+      "(polled every ~10 ms)")
 import os
 if not os.path.exists(f"{work}/b-failover.json"):
     sys.exit(0)
