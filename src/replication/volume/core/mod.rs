@@ -22,7 +22,7 @@ use super::{
 use crate::bdev::{BdevIo, Channel, IoCompletion, IoStatus, IoType};
 use crate::net::tcp::TcpLink;
 use crate::net::{Link, LinkEvent, LinkState, Net};
-use crate::reactor::time::NS_PER_MS;
+use crate::reactor::time::{NS_PER_MS, NS_PER_US};
 use crate::reactor::{Nanos, PollCtx, PollStatus, Poller};
 use crate::replication::dirty::DirtyMap;
 use crate::replication::format::{EntryHeader, EntryKind, Superblock};

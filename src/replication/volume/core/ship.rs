@@ -23,6 +23,9 @@ const BATCH_BYTES: u64 = 64 << 10;
 const BATCH_WAIT: Nanos = NS_PER_MS;
 /// Log fill beyond which a secondary that holds the head back is dropped.
 const DROP_FILL: f64 = 0.9;
+/// While the secondary's link has nothing to read, read it at most this often (its acks only
+/// let the log head move; the reactor's sleep still wakes on them).
+const RECV_SPACING: Nanos = 200 * NS_PER_US;
 /// Log reads for shipping in flight at once.
 const SHIP_READS: usize = 4;
 /// Lag samples kept (one per STATUS_EVERY at most).
@@ -117,7 +120,7 @@ impl Shipper {
     /// A shipper for a log whose head is at `head` (nothing below it is needed).
     pub fn new(addr: SocketAddr, hello: Msg, head: u64, net: &crate::net::Net) -> Shipper {
         Shipper {
-            link: TcpLink::with_dialer(addr, hello, net.0.clone()),
+            link: TcpLink::with_dialer(addr, hello, net.0.clone()).with_recv_spacing(RECV_SPACING),
             next: 0,
             read_to: 0,
             reads: BTreeMap::new(),
