@@ -1,6 +1,8 @@
 //! The poller contract: a poller does a bounded amount of work and returns at once, telling the
 //! reactor whether it found any (`Busy`) or not (`Idle`), or that it has finished (`Done`, and
-//! the reactor drops it). A poller never blocks, never sleeps and never waits on a lock.
+//! the reactor drops it). A poller never blocks, never sleeps and never waits on a lock. A
+//! poller that waits for a time (a batch filling, a periodic commit) returns `Idle` and names
+//! the time with [`PollCtx::wake_at`]; `Busy` means work was done, never "keep spinning".
 
 use std::io;
 use std::os::fd::RawFd;
