@@ -64,7 +64,15 @@ impl Peer {
 }
 
 fn hello(epoch: u64) -> Msg {
-    Msg::Hello { volume: "v".into(), uuid: [5; 16], epoch, sector: 512, ring_sectors: 1000, head: 0 }
+    Msg::Hello {
+        volume: "v".into(),
+        uuid: [5; 16],
+        epoch,
+        sector: 512,
+        ring_sectors: 1000,
+        head: 0,
+        end: u64::MAX,
+    }
 }
 
 #[test]
@@ -78,6 +86,7 @@ fn bad_peer_input_is_refused_and_the_bunker_keeps_serving() {
         sector: 512,
         ring_sectors: 1000,
         head: 0,
+        end: 0,
     });
     p.expect_error("unknown volume");
     let mut p = Peer::new(port);
@@ -176,6 +185,7 @@ fn a_secondary_refuses_bad_shipping_and_applies_nothing_bad() {
         sector: 512,
         ring_sectors: 1000,
         head: 0,
+        end: 0,
     });
     p.expect_error("unknown volume");
 
@@ -258,4 +268,68 @@ fn a_resync_restarts_the_staging_log_and_blocks_failover_until_done() {
     let img = std::fs::read(d.dir().join("s.img")).unwrap();
     assert!(img[4096..8192].iter().all(|&b| b == 0xB1), "the resync block did not land");
     assert!(img[8192..12288].iter().all(|&b| b == 0xB2), "the entry after the resync was not applied");
+}
+
+/// A primary that restarts with its log ending before what the bunker holds (the entries past
+/// it never became durable in its own log, so were never acknowledged) gets that shorter end
+/// back: the bunker blanks the abandoned tail before answering, and the old connection can no
+/// longer write. Otherwise the primary would count new writes at those LSNs as already on the
+/// bunker, and a failover could pull the old incarnation's entries.
+#[test]
+fn a_restarted_primary_gets_its_own_end_and_the_abandoned_tail_is_blanked() {
+    let (d, port) = bunker();
+    let end_hello = |end: u64| Msg::Hello {
+        volume: "v".into(),
+        uuid: [5; 16],
+        epoch: 1,
+        sector: 512,
+        ring_sectors: 1000,
+        head: 0,
+        end,
+    };
+    let acked = |p: &mut Peer, lsn: u64| loop {
+        match p.recv() {
+            Some(Msg::Ack { lsn: l, .. }) if l == lsn => break,
+            Some(_) => continue,
+            None => panic!("no Ack for LSN {lsn}"),
+        }
+    };
+    let mut old = Peer::new(port);
+    old.send(&end_hello(0));
+    assert!(matches!(old.recv(), Some(Msg::HelloAck { durable_end: 0 })));
+    old.send(&Msg::Write { lsn: 0, data: vec![0xA1; 1024] });
+    old.send(&Msg::Write { lsn: 2, data: vec![0xA2; 2048] });
+    acked(&mut old, 0);
+    acked(&mut old, 2);
+    let state = |d: &Daemon| d.rpc("bunker_get_bunkers", None).unwrap()[0]["state"].clone();
+    assert_eq!(state(&d)["durable_end"], 6);
+
+    // The primary comes back with only the first entry in its log.
+    let mut new = Peer::new(port);
+    new.send(&end_hello(2));
+    match new.recv() {
+        Some(Msg::HelloAck { durable_end }) => {
+            assert_eq!(durable_end, 2, "the bunker must not claim the dropped tail")
+        }
+        other => panic!("expected HelloAck, got {other:?}"),
+    }
+    old.send(&Msg::Write { lsn: 6, data: vec![0xA3; 512] });
+    old.expect_error("superseded");
+    new.send(&Msg::Read { from: 0, to: 6 });
+    let mut got = Vec::new();
+    loop {
+        match new.recv() {
+            Some(Msg::ReadData { data, .. }) if data.is_empty() => break,
+            Some(Msg::ReadData { data, .. }) => got.extend_from_slice(&data),
+            Some(_) => continue,
+            None => panic!("no end of ReadData"),
+        }
+    }
+    assert_eq!(got.len(), 6 * 512);
+    assert!(got[..1024].iter().all(|&b| b == 0xA1), "the kept entry is intact");
+    assert!(got[1024..].iter().all(|&b| b == 0), "the dropped tail is blanked");
+    // New entries go where the dropped ones were, and the end follows them.
+    new.send(&Msg::Write { lsn: 2, data: vec![0xB2; 512] });
+    acked(&mut new, 2);
+    assert_eq!(state(&d)["durable_end"], 3);
 }

@@ -27,6 +27,12 @@ pub enum Msg {
         ring_sectors: u64,
         /// Where the primary's oldest needed entry is.
         head: u64,
+        /// Where the primary's log ends: everything it has reserved (after a restart, the end
+        /// its recovery found). A bunker of the same epoch holding entries from here on holds
+        /// writes the primary never made durable, so never acknowledged: it drops them before
+        /// answering, since the primary will write other entries at those LSNs. `u64::MAX`
+        /// for a peer that is not the log's writer (a failover's pull).
+        end: u64,
     },
     /// Bunker → primary: attached; log bytes below `durable_end` (from `head`) are held.
     HelloAck {
@@ -218,13 +224,14 @@ impl Msg {
 
     fn body(&self, out: &mut Vec<u8>) {
         match self {
-            Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head } => {
+            Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head, end } => {
                 put_bytes(out, volume.as_bytes());
                 out.extend_from_slice(uuid);
                 out.extend_from_slice(&epoch.to_le_bytes());
                 out.extend_from_slice(&sector.to_le_bytes());
                 out.extend_from_slice(&ring_sectors.to_le_bytes());
                 out.extend_from_slice(&head.to_le_bytes());
+                out.extend_from_slice(&end.to_le_bytes());
             }
             Msg::HelloAck { durable_end: v }
             | Msg::Trim { head: v }
@@ -372,6 +379,7 @@ impl Msg {
                 sector: r.u32()?,
                 ring_sectors: r.u64()?,
                 head: r.u64()?,
+                end: r.u64()?,
             },
             2 => Msg::HelloAck { durable_end: r.u64()? },
             KIND_WRITE => unreachable!("Frame::decode keeps a Write's data in place"),
@@ -417,6 +425,7 @@ mod tests {
                 sector: 512,
                 ring_sectors: 99,
                 head: 7,
+                end: 40,
             },
             Msg::Write { lsn: 5, data: vec![1; 1024] },
             Msg::Ack { lsn: 5, sectors: 2 },

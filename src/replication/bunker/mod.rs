@@ -77,9 +77,32 @@ pub struct BunkerState {
     acked: BTreeMap<u64, u32>,
     #[serde(skip)]
     uuid_raw: [u8; 16],
+    /// Attaches so far: a connection writes only while its attach is the latest one, so a
+    /// superseded connection still draining its socket cannot write behind a newer attach.
+    #[serde(skip)]
+    attaches: u64,
 }
 
 impl BunkerState {
+    /// A primary of this log's epoch attaches saying its log ends at `end`: anything held from
+    /// there on was written by an earlier life of that primary and never made durable in its
+    /// own log (so never acknowledged), and the primary will write other entries at those
+    /// LSNs. Forgets it and returns the range to blank on the device, `[from, to)`, so that a
+    /// later inventory scan cannot follow the chain of LSNs into it either; `None` if nothing
+    /// lies beyond `end`.
+    fn drop_tail(&mut self, end: u64) -> Option<(u64, u64)> {
+        let last = |m: &BTreeMap<u64, u32>| m.iter().next_back().map_or(0, |(&l, &n)| l + u64::from(n));
+        let to = self.durable_end.max(last(&self.acked)).max(last(&self.inventory));
+        let from = end.max(self.head);
+        if from >= to {
+            return None;
+        }
+        self.durable_end = self.durable_end.min(from);
+        self.acked.retain(|&l, _| l < from);
+        self.inventory.retain(|&l, _| l < from);
+        Some((from, to.min(from + self.ring_sectors)))
+    }
+
     /// The state a staging log resumes with from its superblock (applied end included).
     pub fn resumed(sb: &Superblock) -> BunkerState {
         BunkerState {
@@ -263,6 +286,8 @@ struct Attached {
     geo: LogGeometry,
     /// The epoch the peer attached with.
     epoch: u64,
+    /// Which attach of the volume this is (`BunkerState::attaches`).
+    gen: u64,
 }
 
 /// One primary's connection to this bunker.
@@ -287,8 +312,10 @@ pub struct BunkerConn {
     next_lsn: u64,
     /// Staging role: the applied end last reported to the primary.
     applied_sent: u64,
-    /// The HelloAck to send once the attach's superblock is durable.
+    /// The HelloAck to send once the attach's writes (superblock, dropped tail) are durable.
     hello_ack: Option<u64>,
+    /// The attach's writes still running.
+    attach_writes: usize,
     /// Failback resync into the replica volume.
     resync: resync::Resync,
     /// Frames received in this poll (a Write's data stays in the stream's receive buffer).
@@ -308,6 +335,8 @@ pub const OUT_OF_STEP: &str = "that replica fell out of step";
 const SUPER_TAG: u64 = u64::MAX;
 /// Tag of a staging superblock write for a resync's start or end.
 const RESYNC_SB_TAG: u64 = u64::MAX - 1;
+/// Tag of the writes that blank a dropped tail (see [`BunkerState::drop_tail`]).
+const ZERO_TAG: u64 = u64::MAX - 2;
 /// Log reads in flight per streamed range.
 const READS_INFLIGHT: usize = 8;
 
@@ -340,6 +369,7 @@ impl BunkerConn {
             next_lsn: 0,
             applied_sent: 0,
             hello_ack: None,
+            attach_writes: 0,
             resync: resync::Resync::default(),
             frames: Vec::new(),
             done: Vec::new(),
@@ -361,8 +391,9 @@ impl BunkerConn {
             }
         }
         match msg {
-            Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head } => {
-                if let Err(why) = self.attach(cx, &volume, uuid, epoch, sector, ring_sectors, head) {
+            Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head, end } => {
+                let ends = (head, end);
+                if let Err(why) = self.attach(cx, &volume, uuid, epoch, sector, ring_sectors, ends) {
                     self.refuse(why);
                 }
             }
@@ -416,7 +447,7 @@ impl BunkerConn {
         epoch: u64,
         sector: u32,
         ring: u64,
-        head: u64,
+        (head, end): (u64, u64),
     ) -> Result<(), String> {
         let vol =
             self.bunkers.get(volume).ok_or_else(|| format!("unknown volume {volume:?} on this bunker"))?;
@@ -455,6 +486,18 @@ impl BunkerConn {
                 && !new_log
                 && st.ring_sectors > 0
                 && head > st.durable_end;
+            let stale = (!vol.staging && st.uuid_raw == uuid && epoch == st.epoch)
+                .then(|| st.drop_tail(end))
+                .flatten();
+            if let Some((from, to)) = stale {
+                tracing::warn!(
+                    volume,
+                    from,
+                    to,
+                    "the primary restarted with its log ending at LSN {from}: dropping what this bunker holds from there \
+                     (writes it never made durable, so never acknowledged)"
+                );
+            }
             if st.uuid_raw != uuid || new_log {
                 *st = BunkerState {
                     uuid: uuid::Uuid::from_bytes(uuid).to_string(),
@@ -486,8 +529,10 @@ impl BunkerConn {
             if !vol.staging {
                 st.durable_end = inventory::contiguous_end(&st.inventory, st.durable_end);
             }
-            st.durable_end
+            st.attaches += 1;
+            (st.durable_end, stale, st.attaches)
         };
+        let (durable_end, stale, gen) = durable_end;
         self.next_lsn = durable_end;
         let applied_fd = vol.applied_event.as_ref().map(|e| e.as_raw_fd());
         for fd in ch.wake_fds().into_iter().chain(applied_fd) {
@@ -496,8 +541,13 @@ impl BunkerConn {
             }
         }
         let geo = LogGeometry { sector, ring_start: 2, ring_sectors: ring };
-        self.att = Some(Attached { vol, ch, geo, epoch });
+        self.att = Some(Attached { vol, ch, geo, epoch, gen });
+        self.attach_writes = 0;
+        if let Some((from, to)) = stale {
+            self.zero_tail(from, to)?;
+        }
         if self.write_superblock(uuid, epoch, head, volume) {
+            self.attach_writes += 1;
             // The epoch is durable before the peer hears it is attached: a bunker restarted
             // right after a failover's attach still fences the old primary (and a staging log
             // restarted before its first commit knows what it held).
@@ -506,6 +556,32 @@ impl BunkerConn {
             return Err("the bunker could not record the attach in its superblock".into());
         }
         tracing::info!(volume, epoch, durable_end, "primary attached to bunker");
+        Ok(())
+    }
+
+    /// Blanks the log's sectors for LSNs `[from, to)` (durably) as part of an attach: the
+    /// HelloAck waits for these writes, so no entry of the attaching primary lands there first.
+    fn zero_tail(&mut self, from: u64, to: u64) -> Result<(), String> {
+        let Some(a) = self.att.as_mut() else { return Ok(()) };
+        let per = (self.pool.buf_size() / a.geo.sector as usize) as u64;
+        let mut lsn = from;
+        while lsn < to {
+            let n = (to - lsn).min(per).min(a.geo.until_wrap(lsn));
+            let mut buf = self.pool.alloc().ok_or("bunker out of DMA buffers")?;
+            buf.set_len(n as usize * a.geo.sector as usize);
+            buf.as_mut_slice().fill(0);
+            let io = BdevIo {
+                ty: IoType::Write,
+                offset_blocks: a.geo.block_of(lsn),
+                num_blocks: n as u32,
+                buf: Some(buf),
+                fua: true,
+                tag: ZERO_TAG,
+            };
+            a.ch.submit(io).map_err(|_| "bunker log queue full".to_string())?;
+            self.attach_writes += 1;
+            lsn += n;
+        }
         Ok(())
     }
 
@@ -561,7 +637,15 @@ impl BunkerConn {
         if sectors > a.geo.until_wrap(lsn) {
             return Err(format!("write at LSN {lsn} of {sectors} sectors crosses the end of the ring"));
         }
-        let current = a.vol.state.lock().expect("bunker state").epoch;
+        let (current, attaches) = {
+            let st = a.vol.state.lock().expect("bunker state");
+            (st.epoch, st.attaches)
+        };
+        if attaches != a.gen {
+            return Err(format!(
+                "write at LSN {lsn} on a superseded connection: the primary attached again on another one"
+            ));
+        }
         if a.epoch < current {
             self.framed.queue(&Msg::Fenced { epoch: current });
             return Err(format!("stale epoch {}: this volume is at epoch {current} (failed over)", a.epoch));
@@ -628,12 +712,16 @@ impl BunkerConn {
     }
 
     fn completed(&mut self, c: IoCompletion) {
-        if c.tag == SUPER_TAG {
+        if c.tag == SUPER_TAG || c.tag == ZERO_TAG {
             if !c.status.is_success() {
-                return self.refuse(format!("writing the bunker superblock: {}", c.status));
+                let what = if c.tag == SUPER_TAG { "the bunker superblock" } else { "over the dropped tail" };
+                return self.refuse(format!("writing {what}: {}", c.status));
             }
-            if let Some(durable_end) = self.hello_ack.take() {
-                self.framed.queue(&Msg::HelloAck { durable_end });
+            self.attach_writes = self.attach_writes.saturating_sub(1);
+            if self.attach_writes == 0 {
+                if let Some(durable_end) = self.hello_ack.take() {
+                    self.framed.queue(&Msg::HelloAck { durable_end });
+                }
             }
             return;
         }
@@ -650,6 +738,9 @@ impl BunkerConn {
         let a = self.att.as_ref().expect("attached");
         let resets = {
             let mut st = a.vol.state.lock().expect("bunker state");
+            if st.attaches != a.gen {
+                return; // superseded: a newer attach decides what this log holds
+            }
             st.bytes_written += u64::from(sectors) * u64::from(a.geo.sector);
             let st = &mut *st;
             advance_contiguous(&mut st.acked, &mut st.durable_end, lsn, sectors);

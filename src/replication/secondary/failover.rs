@@ -191,6 +191,7 @@ fn pull(
         sector: geo.sector,
         ring_sectors: geo.ring_sectors,
         head: from,
+        end: u64::MAX,
     };
     let outcome: PullOutcome = Arc::default();
     let (s, pool, out) = (sec.clone(), app.pool.clone(), outcome.clone());

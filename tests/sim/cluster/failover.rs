@@ -72,6 +72,7 @@ impl Cluster {
             sector: geo.sector,
             ring_sectors: geo.ring_sectors,
             head: from,
+            end: u64::MAX,
         };
         let outcome = PullOutcome::default();
         let net = Net(self.net.dialer(SECONDARY));

@@ -357,6 +357,11 @@ impl VolumeCore {
                 LinkEvent::Up { durable_end } => self.on_link_up(durable_end),
                 LinkEvent::Down { .. } if self.shared.fenced.load(std::sync::atomic::Ordering::Acquire) => {}
                 LinkEvent::Down { why } => {
+                    // The next attach says where the log ends now (see `Msg::Hello::end`).
+                    let hello = Self::hello(&self.shared, &self.sb);
+                    if let Some(l) = self.link.as_mut() {
+                        l.set_hello(hello);
+                    }
                     self.alarm = Some(format!(
                         "bunker unreachable ({why}); {}",
                         match self.on_loss {

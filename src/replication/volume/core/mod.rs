@@ -257,6 +257,7 @@ impl VolumeCore {
             sector: geo.sector,
             ring_sectors: geo.ring_sectors,
             head: shared.log.head(),
+            end: shared.log.tail(),
         }
     }
 
