@@ -17,9 +17,15 @@ use serde_json::{json, Value};
 const NQN: &str = "nqn.2026-11.io.ferrite:vol0";
 const HOST: &str = "nqn.2026-11.io.ferrite:h";
 
+/// Log sizes (MiB): room for the ~1.6 s of writes a test runs before it kills the primary with
+/// a throttled secondary, so the secondary is never dropped for a full log (which trims what
+/// a failover needs from the bunker) however fast this machine writes that day.
+const LOG_MB: u64 = 256;
+
 fn uring(name: &str, path: &Path, mb: u64) -> String {
     if !path.exists() {
-        std::fs::write(path, vec![0u8; (mb << 20) as usize]).unwrap();
+        // Sparse: reads of what was never written see zeros, and a large log costs nothing.
+        std::fs::File::create(path).unwrap().set_len(mb << 20).unwrap();
     }
     format!(
         "[[bdev]]\ntype = \"uring\"\nname = \"{name}\"\nfilename = \"{}\"\nblock_size = 512\n",
@@ -60,7 +66,7 @@ impl Trio {
     }
 
     fn bunker(&self) -> Daemon {
-        let d = Daemon::start(&format!("{BASE}{}", uring("BLog", &self.dir.join("bunker.log"), 64)));
+        let d = Daemon::start(&format!("{BASE}{}", uring("BLog", &self.dir.join("bunker.log"), LOG_MB)));
         d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{}", self.bport)}))).unwrap();
         d.rpc("bunker_create", Some(json!({"volume": "vol0", "log_bdev": "BLog"}))).unwrap();
         d
@@ -75,8 +81,8 @@ impl Trio {
         let cfg = format!(
             "{BASE}{}{}{}",
             uring("SData", &self.dir.join("s-data.img"), 16),
-            uring("SStage", &self.dir.join("s-stage.log"), 64),
-            uring("SLog", &self.dir.join("s-log.log"), 64)
+            uring("SStage", &self.dir.join("s-stage.log"), LOG_MB),
+            uring("SLog", &self.dir.join("s-log.log"), LOG_MB)
         );
         let d = Daemon::start(&cfg);
         d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{}", self.sport)}))).unwrap();
@@ -93,7 +99,7 @@ impl Trio {
         let cfg = format!(
             "{BASE}{}{}",
             uring("Data", &self.dir.join("p-data.img"), 16),
-            uring("Log", &self.dir.join("p-log.log"), 64)
+            uring("Log", &self.dir.join("p-log.log"), LOG_MB)
         );
         let d = Daemon::start(&cfg);
         if d.rpc("volume_get_volumes", None).unwrap().as_array().unwrap().is_empty() {
@@ -346,8 +352,8 @@ fn either(dir: &Path, tag: &str, rport: u16, nport: u16) -> Daemon {
     let cfg = format!(
         "{BASE}{}{}{}",
         uring("Data", &dir.join(format!("{tag}-data.img")), 16),
-        uring("Stage", &dir.join(format!("{tag}-stage.log")), 64),
-        uring("Log", &dir.join(format!("{tag}-log.log")), 64)
+        uring("Stage", &dir.join(format!("{tag}-stage.log")), LOG_MB),
+        uring("Log", &dir.join(format!("{tag}-log.log")), LOG_MB)
     );
     let d = Daemon::start(&cfg);
     d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{rport}")}))).unwrap();
@@ -432,8 +438,8 @@ fn failback_resends_only_the_differing_blocks() {
         let cfg = format!(
             "{BASE}{}{}{}",
             uring("Data", &t.dir.join("p-data.img"), 16),
-            uring("Log", &t.dir.join("p-log.log"), 64),
-            uring("Stage", &t.dir.join("p-stage.log"), 64)
+            uring("Log", &t.dir.join("p-log.log"), LOG_MB),
+            uring("Stage", &t.dir.join("p-stage.log"), LOG_MB)
         );
         let d = Daemon::start(&cfg);
         d.rpc("replication_listen", Some(json!({"address": format!("127.0.0.1:{rp}")}))).unwrap();
@@ -540,11 +546,26 @@ fn auto_failover_needs_both_witnesses_and_loses_nothing() {
     );
     proxy.heal();
     wait_for_link(&p, &s);
+    // The cut may have filled the log and dropped the secondary: it must be back in step (a
+    // replica being resynchronised is no consistent image, and is rightly not promoted).
+    wait_for("the secondary back in step", 60, || {
+        let v = primary_view(&p);
+        v["secondary"]["out_of_sync"] == false && v["secondary"]["synced"] == true
+    });
     p.child.kill().unwrap();
     p.child.wait().unwrap();
     let _ = run.wait_with_output().unwrap();
     let started = Instant::now();
-    wait_for("the automatic failover", 15, || secondary_view(&s)["role"] == "primary");
+    let deadline = started + Duration::from_secs(15);
+    while secondary_view(&s)["role"] != "primary" {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the automatic failover\nsecondary:\n{}\nbunker:\n{}",
+            s.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let took = started.elapsed();
     let (ok, text) = check_ack_log(t.snport, &ack);
     assert!(ok, "acknowledged writes lost in the automatic failover:\n{text}");
@@ -626,7 +647,7 @@ fn a_used_volume_gets_an_initial_synchronisation() {
     let cfg = format!(
         "{BASE}{}{}",
         uring("Data", &t.dir.join("p-data.img"), 16),
-        uring("Log", &t.dir.join("p-log.log"), 64)
+        uring("Log", &t.dir.join("p-log.log"), 64) // a small log (the peers' are larger)
     );
     let p = Daemon::start(&cfg);
     let v = json!({"name": "vol0", "data_bdev": "Data", "log_bdev": "Log", "mode": "bunker-sync",
