@@ -508,6 +508,7 @@ impl BunkerConn {
                     resets: st.resets + 1,
                     resync_pending: st.resync_pending,
                     sb_generation: st.sb_generation,
+                    attaches: st.attaches,
                     ..BunkerState::default()
                 };
             }
