@@ -32,9 +32,13 @@
 #        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
 #        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
 #        BENCH_PERF_FLAGS (extra perf flags), BENCH_SETUPS (the setups of a, "1 2 3"),
-#        BENCH_FAILOVER (0 skips b), BENCH_SECONDARY_SPELL_US (the secondary's reactor idle
-#        spell), BENCH_SECONDARY_NICE (nice level of the secondary), BENCH_PRIMARY_POLICY
-#        (the primary's reactor idle_policy: adaptive or busy), CARGO_TARGET_DIR (as cargo).
+#        BENCH_FAILOVER (0 skips b), BENCH_ROUNDS (rounds of a, 3: each runs every setup of a
+#        row back to back; the table shows medians), BENCH_SECONDARY_SPELL_US and
+#        BENCH_PRIMARY_SPELL_US (reactor idle spells), BENCH_SECONDARY_NICE (nice level of the
+#        secondary), BENCH_SECONDARY_SCHED (a chrt policy for the secondary, e.g. idle),
+#        BENCH_PRIMARY_POLICY (the primary's reactor idle_policy: adaptive or busy),
+#        BENCH_STATS_DIR (write both daemons' reactor_stats there after each run),
+#        CARGO_TARGET_DIR (as cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -79,8 +79,8 @@ impl TcpLink {
 
     /// Reads from the peer at most every `spacing` while reads find nothing, instead of on
     /// every poll: for a link whose answers nobody waits on (the secondary's acknowledgements
-    /// only let the log head move), where a `recv` per reactor poll that finds nothing cost the
-    /// primary a fifth of its core. Not for the bunker link, whose acks answer the host.
+    /// only let the log head move), where a `recv` per reactor poll that finds nothing was 12%
+    /// of the primary's samples at 4 KiB. Not for the bunker link, whose acks answer the host.
     pub fn with_recv_spacing(mut self, spacing: Nanos) -> TcpLink {
         self.recv_spacing = spacing;
         self

@@ -125,16 +125,11 @@ impl Epoll {
                 std::ptr::null(),
             )
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOSYS) {
-                NO_PWAIT2.store(true, Ordering::Relaxed);
-                return self.wait_ns(timeout_ns, tokens);
-            }
-            return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            NO_PWAIT2.store(true, Ordering::Relaxed);
+            return self.wait_ns(timeout_ns, tokens);
         }
-        tokens.extend(events[..n as usize].iter().map(|e| e.u64));
-        Ok(())
+        ready(n, &events, tokens)
     }
 
     /// Waits up to `timeout_ms` (-1: forever); returns the tokens of ready descriptors.
@@ -144,13 +139,19 @@ impl Epoll {
         let n = unsafe {
             libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), MAX_EVENTS as i32, timeout_ms)
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
-        }
-        tokens.extend(events[..n as usize].iter().map(|e| e.u64));
-        Ok(())
+        ready(n, &events, tokens)
     }
+}
+
+/// The outcome of a wait that returned `n`: the tokens of the ready descriptors, nothing if a
+/// signal cut the wait short, or the error.
+fn ready(n: i32, events: &[libc::epoll_event], tokens: &mut Vec<u64>) -> io::Result<()> {
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
+    }
+    tokens.extend(events[..n as usize].iter().map(|e| e.u64));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -460,7 +460,7 @@ impl BunkerConn {
             ));
         }
         let ch = Channel::new(vol.log.clone()).map_err(|e| e.to_string())?;
-        let durable_end = {
+        let (durable_end, stale, gen) = {
             let mut st = vol.state.lock().expect("bunker state");
             if epoch < st.epoch {
                 self.framed.queue(&Msg::Fenced { epoch: st.epoch });
@@ -533,7 +533,6 @@ impl BunkerConn {
             st.attaches += 1;
             (st.durable_end, stale, st.attaches)
         };
-        let (durable_end, stale, gen) = durable_end;
         self.next_lsn = durable_end;
         let applied_fd = vol.applied_event.as_ref().map(|e| e.as_raw_fd());
         for fd in ch.wake_fds().into_iter().chain(applied_fd) {

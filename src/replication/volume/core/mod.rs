@@ -164,7 +164,8 @@ pub struct VolumeCore {
     /// Recent entries in memory, for shipping and the bunker catch-up: kept only while the
     /// volume has a bunker or a secondary (absent too if it could not be allocated).
     mem: Option<MemLog>,
-    /// When a step waiting for a deadline (a shipping batch filling) wants the next poll.
+    /// When the shipping step, waiting for a batch to fill, wants the next poll (handed to
+    /// [`PollCtx::wake_at`] at the end of each poll).
     wake: Option<Nanos>,
 }
 

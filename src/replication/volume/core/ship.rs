@@ -244,7 +244,7 @@ impl VolumeCore {
         if sh.reads.is_empty() {
             let since = *sh.pending_since.get_or_insert(now);
             if (committed - sh.read_to) * sector < BATCH_BYTES && now.saturating_sub(since) < BATCH_WAIT {
-                self.wake = Some(self.wake.map_or(since + BATCH_WAIT, |w| w.min(since + BATCH_WAIT)));
+                self.wake = Some(since + BATCH_WAIT);
                 return false; // the batch is due within BATCH_WAIT: poll again by then
             }
         }
