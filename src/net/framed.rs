@@ -70,6 +70,23 @@ impl Framed {
         Msg::encode_write(lsn, data, &mut self.out);
     }
 
+    /// Sends a `Write` of `data` at `lsn` from where `data` lies when nothing is queued ahead
+    /// of it (one vectored send, no copy into the send buffer), queueing what the socket does
+    /// not take; with bytes queued, or on a socket error (the next flush reports it), it is
+    /// queued whole as by [`Framed::queue_write`].
+    pub fn send_write(&mut self, lsn: u64, data: &[u8]) {
+        let header = Msg::write_header(lsn, data);
+        let mut sent = 0;
+        if self.pending() == 0 {
+            let parts = [std::io::IoSlice::new(&header), std::io::IoSlice::new(data)];
+            sent = self.stream.write_vectored(&parts).unwrap_or(0);
+        }
+        if sent < header.len() {
+            self.out.extend_from_slice(&header[sent..]);
+        }
+        self.out.extend_from_slice(&data[sent.saturating_sub(header.len())..]);
+    }
+
     /// Bytes queued and not yet sent.
     pub fn pending(&self) -> usize {
         self.out.len() - self.opos
@@ -242,6 +259,77 @@ mod tests {
             }
             assert_eq!(got.len(), sent.len(), "chunk {chunk}");
             assert!(got == sent, "chunk {chunk}: frames changed or reordered");
+        }
+    }
+
+    /// Takes at most `take` bytes per write (vectored writes like a socket's writev), and
+    /// nothing on every third call, keeping what it took.
+    struct Sink {
+        got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        take: usize,
+        calls: usize,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.write_vectored(&[std::io::IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 3 == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(self.take - n);
+                self.got.lock().unwrap().extend_from_slice(&b[..k]);
+                n += k;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Read for Sink {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Stream for Sink {
+        fn connected(&mut self) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn raw_fd(&self) -> Option<RawFd> {
+            None
+        }
+    }
+
+    #[test]
+    fn writes_sent_in_place_arrive_as_the_queued_frames_would() {
+        for take in [5, 21, 4096, 70_000, 1 << 20] {
+            let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = Sink { got: got.clone(), take, calls: 0 };
+            let mut f = Framed::over(Box::new(sink));
+            let mut want = Vec::new();
+            for i in 0..40u64 {
+                let data = vec![i as u8; [4096, 512, 65_536, 131_584][i as usize % 4]];
+                Msg::Write { lsn: i * 300, data: data.clone() }.encode(&mut want);
+                f.send_write(i * 300, &data);
+                if i % 5 == 0 {
+                    Msg::Heartbeat { seq: i }.encode(&mut want);
+                    f.queue(&Msg::Heartbeat { seq: i });
+                }
+                if i % 2 == 0 {
+                    f.flush().unwrap();
+                }
+            }
+            while f.pending() > 0 {
+                f.flush().unwrap();
+            }
+            assert!(*got.lock().unwrap() == want, "take {take}: the bytes differ from the queued frames");
         }
     }
 }

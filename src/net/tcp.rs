@@ -49,6 +49,8 @@ pub struct TcpLink {
     recv_spacing: Nanos,
     /// No read before this time (see `recv_spacing`).
     next_recv: Nanos,
+    /// Writes go out from the caller's slice at once (see [`TcpLink::with_direct_writes`]).
+    direct_writes: bool,
 }
 
 impl TcpLink {
@@ -74,6 +76,7 @@ impl TcpLink {
             receiving: true,
             recv_spacing: 0,
             next_recv: 0,
+            direct_writes: false,
         }
     }
 
@@ -83,6 +86,15 @@ impl TcpLink {
     /// of the primary's samples at 4 KiB. Not for the bunker link, whose acks answer the host.
     pub fn with_recv_spacing(mut self, spacing: Nanos) -> TcpLink {
         self.recv_spacing = spacing;
+        self
+    }
+
+    /// Sends each `write_at` at once from the caller's slice while nothing is queued (one
+    /// vectored send, no copy into the send buffer): for a link written in large batches (the
+    /// shipper's 64 KiB and more). Not for the bunker link, written entry by entry, whose
+    /// writes of one poll go out together in one send.
+    pub fn with_direct_writes(mut self) -> TcpLink {
+        self.direct_writes = true;
         self
     }
 
@@ -237,7 +249,11 @@ impl Link for TcpLink {
     fn write_at(&mut self, lsn: u64, data: &[u8]) -> bool {
         match &mut self.conn {
             Conn::Up { framed } if framed.pending() < SEND_QUEUE_BYTES => {
-                framed.queue_write(lsn, data);
+                if self.direct_writes {
+                    framed.send_write(lsn, data);
+                } else {
+                    framed.queue_write(lsn, data);
+                }
                 true
             }
             _ => false,

@@ -9,6 +9,8 @@
 /// Largest frame body accepted.
 pub const MAX_FRAME: usize = 4 << 20;
 const HEADER: usize = 9;
+/// A Write frame's bytes before its data: the header, the LSN and the data length.
+pub const WRITE_HEADER: usize = HEADER + 12;
 
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,10 +272,22 @@ impl Msg {
     /// Appends the frame of `Msg::Write { lsn, data }` to `out` without building the message
     /// (no copy of `data` but the one into `out`).
     pub fn encode_write(lsn: u64, data: &[u8], out: &mut Vec<u8>) {
-        frame(out, KIND_WRITE, |out| {
-            out.extend_from_slice(&lsn.to_le_bytes());
-            put_bytes(out, data);
-        });
+        out.extend_from_slice(&Msg::write_header(lsn, data));
+        out.extend_from_slice(data);
+    }
+
+    /// The bytes of `Msg::Write { lsn, data }`'s frame that come before `data` (its header and
+    /// the body's LSN and length): with `data` after them, the whole frame. For senders that
+    /// send `data` from where it lies.
+    pub fn write_header(lsn: u64, data: &[u8]) -> [u8; WRITE_HEADER] {
+        let mut h = [0u8; WRITE_HEADER];
+        h[..4].copy_from_slice(&((WRITE_HEADER - 4 + data.len()) as u32).to_le_bytes());
+        h[4] = KIND_WRITE;
+        h[9..17].copy_from_slice(&lsn.to_le_bytes());
+        h[17..21].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[HEADER..]), data);
+        h[5..9].copy_from_slice(&crc.to_le_bytes());
+        h
     }
 
     /// Decodes the frame at the front of `buf`: `Ok(None)` until it is complete, else the

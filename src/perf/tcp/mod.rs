@@ -49,13 +49,17 @@ pub struct TcpOptions {
     pub kato_ms: u32,
     /// Spin instead of sleeping when idle.
     pub busy_poll: bool,
+    /// Idle polls for this long before sleeping (adaptive; the reactor default when `None`).
+    pub idle_spell_us: Option<u64>,
     /// Use only the first this many bytes of the namespace (0: all of it).
     pub span_bytes: u64,
 }
 
 fn runtime(o: &TcpOptions, cores: Vec<usize>) -> Result<Runtime, String> {
     let idle_policy = if o.busy_poll { IdlePolicy::Busy } else { IdlePolicy::Adaptive };
-    Runtime::start(RuntimeConfig { cores, idle_policy, ..RuntimeConfig::default() })
+    let base = RuntimeConfig::default();
+    let idle_spell_us = o.idle_spell_us.unwrap_or(base.idle_spell_us);
+    Runtime::start(RuntimeConfig { cores, idle_policy, idle_spell_us, ..base })
         .map_err(|e| format!("starting reactors: {e}"))
 }
 

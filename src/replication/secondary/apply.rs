@@ -201,8 +201,10 @@ impl Applier {
         self.absorb(buf.as_slice(), geo);
     }
 
-    /// Takes `bytes` (whole sectors of the staging log at `read_pos`) and parses what is whole:
-    /// in place when nothing is held from before, so only a partial entry at the end is copied.
+    /// Takes `bytes` (whole sectors of the staging log at `read_pos`) and parses what is whole,
+    /// in place: an entry held in part from before is completed with just the bytes it lacks,
+    /// so only entries that straddle two stretches are copied (shipped runs of 132 KiB split
+    /// nearly every 128 KiB entry; appending whole runs to the held part copied every byte).
     fn absorb(&mut self, bytes: &[u8], geo: LogGeometry) {
         self.read_pos += (bytes.len() / geo.sector as usize) as u64;
         let held = (self.bytes.len() + bytes.len()) / geo.sector as usize;
@@ -210,22 +212,36 @@ impl Applier {
             return self.stop("staging read out of step".into());
         }
         let mut kept = std::mem::take(&mut self.bytes);
-        let trouble = if kept.is_empty() {
-            let (used, trouble) = self.parse(bytes, geo);
-            kept.extend_from_slice(&bytes[used..]);
-            trouble
-        } else {
-            kept.extend_from_slice(bytes);
-            let (used, trouble) = self.parse(&kept, geo);
+        let mut rest = bytes;
+        let mut trouble = None;
+        if !kept.is_empty() {
+            let take = self.straddler_lacks(&kept, geo).unwrap_or(rest.len()).min(rest.len());
+            kept.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            let used;
+            (used, trouble) = self.parse(&kept, geo);
             kept.drain(..used);
-            trouble
-        };
+        }
+        if kept.is_empty() && trouble.is_none() {
+            let used;
+            (used, trouble) = self.parse(rest, geo);
+            rest = &rest[used..];
+        }
+        kept.extend_from_slice(rest);
         self.bytes = kept;
         match trouble {
             Some(Trouble::Damaged(why)) => self.damaged(why),
             Some(Trouble::Stop(why)) => self.stop(why),
             None => {}
         }
+    }
+
+    /// How many bytes the entry held in part (`kept`, from `parse_lsn`) still lacks; `None`
+    /// when its header does not decode (parsing it then reports why).
+    fn straddler_lacks(&self, kept: &[u8], geo: LogGeometry) -> Option<usize> {
+        let s = geo.sector as usize;
+        let h = EntryHeader::decode(kept.get(..s)?, self.parse_lsn, geo.sector).ok()?;
+        Some((h.sectors as usize * s).saturating_sub(kept.len()))
     }
 
     /// Turns whole entries at the front of `bytes` (the staging log from `parse_lsn` on) into

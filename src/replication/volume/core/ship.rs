@@ -120,7 +120,9 @@ impl Shipper {
     /// A shipper for a log whose head is at `head` (nothing below it is needed).
     pub fn new(addr: SocketAddr, hello: Msg, head: u64, net: &crate::net::Net) -> Shipper {
         Shipper {
-            link: TcpLink::with_dialer(addr, hello, net.0.clone()).with_recv_spacing(RECV_SPACING),
+            link: TcpLink::with_dialer(addr, hello, net.0.clone())
+                .with_recv_spacing(RECV_SPACING)
+                .with_direct_writes(),
             next: 0,
             read_to: 0,
             reads: BTreeMap::new(),
