@@ -81,6 +81,13 @@ pub struct BunkerState {
     /// superseded connection still draining its socket cannot write behind a newer attach.
     #[serde(skip)]
     attaches: u64,
+    /// Bunker role: log writes on the device, of any connection (superseded ones included).
+    #[serde(skip)]
+    writes_inflight: usize,
+    /// Bunker role: the end of the furthest log write issued (landed or not), so a dropped
+    /// tail covers writes still on their way to the device too.
+    #[serde(skip)]
+    issued_end: u64,
 }
 
 impl BunkerState {
@@ -92,12 +99,13 @@ impl BunkerState {
     /// lies beyond `end`.
     fn drop_tail(&mut self, end: u64) -> Option<(u64, u64)> {
         let last = |m: &BTreeMap<u64, u32>| m.iter().next_back().map_or(0, |(&l, &n)| l + u64::from(n));
-        let to = self.durable_end.max(last(&self.acked)).max(last(&self.inventory));
+        let to = self.durable_end.max(last(&self.acked)).max(last(&self.inventory)).max(self.issued_end);
         let from = end.max(self.head);
         if from >= to {
             return None;
         }
         self.durable_end = self.durable_end.min(from);
+        self.issued_end = from;
         self.acked.retain(|&l, _| l < from);
         self.inventory.retain(|&l, _| l < from);
         Some((from, to.min(from + self.ring_sectors)))
@@ -314,8 +322,11 @@ pub struct BunkerConn {
     applied_sent: u64,
     /// The HelloAck to send once the attach's writes (superblock, dropped tail) are durable.
     hello_ack: Option<u64>,
-    /// The attach's writes still running.
+    /// The attach's writes still running (a blanking not yet issued counts as one).
     attach_writes: usize,
+    /// A dropped tail to blank once no earlier connection's log write is on the device
+    /// (one landing after the blanking would bring the dropped entries back).
+    blank: Option<(u64, u64)>,
     /// Failback resync into the replica volume.
     resync: resync::Resync,
     /// Frames received in this poll (a Write's data stays in the stream's receive buffer).
@@ -337,6 +348,8 @@ const SUPER_TAG: u64 = u64::MAX;
 const RESYNC_SB_TAG: u64 = u64::MAX - 1;
 /// Tag of the writes that blank a dropped tail (see [`BunkerState::drop_tail`]).
 const ZERO_TAG: u64 = u64::MAX - 2;
+/// How soon an attach waiting to blank a dropped tail looks again for earlier writes landed.
+const BLANK_RETRY: crate::reactor::Nanos = 100 * crate::reactor::time::NS_PER_US;
 /// Log reads in flight per streamed range.
 const READS_INFLIGHT: usize = 8;
 
@@ -370,6 +383,7 @@ impl BunkerConn {
             applied_sent: 0,
             hello_ack: None,
             attach_writes: 0,
+            blank: None,
             resync: resync::Resync::default(),
             frames: Vec::new(),
             done: Vec::new(),
@@ -391,6 +405,10 @@ impl BunkerConn {
             }
         }
         match msg {
+            Msg::Hello { volume, .. } if self.att.is_some() => {
+                // Its writes in flight belong to the first attach: one attach per connection.
+                self.refuse(format!("Hello for {volume:?} on a connection already attached"))
+            }
             Msg::Hello { volume, uuid, epoch, sector, ring_sectors, head, end } => {
                 let ends = (head, end);
                 if let Err(why) = self.attach(cx, &volume, uuid, epoch, sector, ring_sectors, ends) {
@@ -542,10 +560,8 @@ impl BunkerConn {
         }
         let geo = LogGeometry { sector, ring_start: 2, ring_sectors: ring };
         self.att = Some(Attached { vol, ch, geo, epoch, gen });
-        self.attach_writes = 0;
-        if let Some((from, to)) = stale {
-            self.zero_tail(from, to)?;
-        }
+        // Blanked once the superseded connections' writes have all landed (`blank_step`).
+        (self.blank, self.attach_writes) = (stale, usize::from(stale.is_some()));
         if self.write_superblock(uuid, epoch, head, volume) {
             self.attach_writes += 1;
             // The epoch is durable before the peer hears it is attached: a bunker restarted
@@ -557,6 +573,23 @@ impl BunkerConn {
         }
         tracing::info!(volume, epoch, durable_end, "primary attached to bunker");
         Ok(())
+    }
+
+    /// Issues the blanking of a dropped tail once no log write of an earlier connection is on
+    /// the device; returns whether it did.
+    fn blank_step(&mut self, cx: &mut PollCtx<'_>) -> bool {
+        let Some((from, to)) = self.blank else { return false };
+        let Some(a) = self.att.as_ref() else { return false };
+        if a.vol.state.lock().expect("bunker state").writes_inflight > 0 {
+            cx.wake_at(cx.now + BLANK_RETRY);
+            return false;
+        }
+        self.blank = None;
+        self.attach_writes -= 1; // the placeholder; the writes below count themselves
+        if let Err(why) = self.zero_tail(from, to) {
+            self.refuse(why);
+        }
+        true
     }
 
     /// Blanks the log's sectors for LSNs `[from, to)` (durably) as part of an attach: the
@@ -685,6 +718,15 @@ impl BunkerConn {
     /// Writes the run of contiguous entries received so far (one FUA write: group commit).
     fn issue_run(&mut self) -> Result<(), String> {
         let (Some(r), Some(a)) = (self.run.take(), self.att.as_mut()) else { return Ok(()) };
+        // Counted under the lock an attach takes: once a newer attach is in, no write of
+        // this connection starts, and the ones already started are counted.
+        let mut st = a.vol.state.lock().expect("bunker state");
+        if st.attaches != a.gen {
+            return Err(format!(
+                "write at LSN {} on a superseded connection: the primary attached again on another one",
+                r.lsn
+            ));
+        }
         self.next_tag += 1;
         let io = BdevIo {
             ty: IoType::Write,
@@ -695,6 +737,8 @@ impl BunkerConn {
             tag: self.next_tag,
         };
         a.ch.submit(io).map_err(|_| "bunker log queue full".to_string())?;
+        st.writes_inflight += 1;
+        st.issued_end = st.issued_end.max(r.lsn + r.sectors);
         self.inflight.insert(self.next_tag, (r.lsn, r.sectors as u32));
         Ok(())
     }
@@ -732,12 +776,14 @@ impl BunkerConn {
             return self.read_done(c);
         }
         let Some((lsn, sectors)) = self.inflight.remove(&c.tag) else { return };
-        if !c.status.is_success() {
-            return self.refuse(format!("bunker log write at LSN {lsn} failed: {}", c.status));
-        }
         let a = self.att.as_ref().expect("attached");
         let resets = {
             let mut st = a.vol.state.lock().expect("bunker state");
+            st.writes_inflight = st.writes_inflight.saturating_sub(1);
+            if !c.status.is_success() {
+                drop(st);
+                return self.refuse(format!("bunker log write at LSN {lsn} failed: {}", c.status));
+            }
             if st.attaches != a.gen {
                 return; // superseded: a newer attach decides what this log holds
             }
@@ -877,6 +923,7 @@ impl Poller for BunkerConn {
             self.refuse(why);
         }
         work |= self.reap();
+        work |= self.blank_step(cx);
         work |= self.resync_reap();
         work |= self.read_step();
         self.report_applied();
@@ -895,5 +942,26 @@ impl Poller for BunkerConn {
             return PollStatus::Done;
         }
         PollStatus::from_work(work)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_tail_covers_writes_still_on_their_way_to_the_device() {
+        let mut st = BunkerState { head: 100, durable_end: 233, ring_sectors: 1000, ..Default::default() };
+        st.acked.insert(240, 2);
+        st.inventory.insert(120, 8);
+        // A write to 250 was issued and has not landed: not acked, not in the durable end.
+        st.issued_end = 250;
+        assert_eq!(st.drop_tail(233), Some((233, 250)));
+        assert_eq!((st.durable_end, st.issued_end), (233, 233));
+        assert!(st.acked.is_empty() && st.inventory.len() == 1, "only what lies below the end is kept");
+        // Nothing beyond the end: nothing to blank; an end below the head blanks from the head.
+        assert_eq!(st.drop_tail(233), None);
+        st.issued_end = 300;
+        assert_eq!(st.drop_tail(50), Some((100, 300)));
     }
 }
