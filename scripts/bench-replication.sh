@@ -31,7 +31,10 @@
 #        entries with their headers), BENCH_TAIL_MB (64),
 #        BENCH_RATE_MBIT (proxy rate during b, 1), BENCH_LOG_BLOCK (log bdev block size, 512),
 #        BENCH_DIR (scratch dir, /var/tmp), BENCH_JSON (also write all rows as JSON there),
-#        BENCH_PERF_FLAGS (extra perf flags), BENCH_SETUPS (the setups of a, "1 2 3"),
+#        BENCH_PERF_FLAGS (extra perf flags), BENCH_PERF_SPELL_US (the load generator's idle
+#        spell, 0: it stands in for a host on another machine, and spinning while it awaits
+#        responses took 0.27 of the core it shares with the secondary and the disk's completion
+#        work; "" for perf's default), BENCH_SETUPS (the setups of a, "1 2 3"),
 #        BENCH_FAILOVER (0 skips b), BENCH_ROUNDS (rounds of a, 3: each runs every setup of a
 #        row back to back; the table shows medians), BENCH_SECONDARY_SPELL_US and
 #        BENCH_PRIMARY_SPELL_US (reactor idle spells), BENCH_SECONDARY_NICE (nice level of the
@@ -53,6 +56,8 @@ TAIL_MB=${BENCH_TAIL_MB:-64}
 RATE_MBIT=${BENCH_RATE_MBIT:-1}
 LOG_BLOCK=${BENCH_LOG_BLOCK:-512}
 PERF_FLAGS=${BENCH_PERF_FLAGS:-}
+PERF_SPELL=${BENCH_PERF_SPELL_US-0}
+[ -z "$PERF_SPELL" ] || PERF_FLAGS="--idle-spell-us $PERF_SPELL $PERF_FLAGS"
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ferrite-bench-repl.XXXXXX")
 PIDS=()
 cleanup() {
@@ -394,12 +399,12 @@ fi
 
 [ -z "${BENCH_JSON:-}" ] || cp "$WORK/rows.jsonl" "$BENCH_JSON"
 say "done in $(($(date +%s) - START)) s ($(($(date +%s) - LAYOUT)) s after the build)"
-python3 - "$WORK" "$TIME" "$(nproc)" "$TCORE" "$PCORE" "$SCORE" "$TAIL_MB" "$RATE_MBIT" <<'PY'
+python3 - "$WORK" "$TIME" "$(nproc)" "$TCORE" "$PCORE" "$SCORE" "$TAIL_MB" "$RATE_MBIT" "$PERF_FLAGS" <<'PY'
 import json, sys
-work, secs, ncpu, tcore, pcore, score, tail_mb, rate = sys.argv[1:]
+work, secs, ncpu, tcore, pcore, score, tail_mb, rate, perf_flags = sys.argv[1:]
 rows = [json.loads(l) for l in open(f"{work}/rows.jsonl")]
 print(f"ferrite scripts/bench-replication.sh, {secs} s per run, {ncpu} cores, primary core {tcore}, "
-      f"perf core {pcore}, secondary (and bunker) core {score}")
+      f"perf core {pcore}, secondary (and bunker) core {score}; perf flags: {perf_flags.strip() or 'none'}")
 print()
 print("a. replication throughput, local-only volume on uring files, NVMe/TCP over loopback")
 print()

@@ -266,7 +266,7 @@ impl Poller for VolumeCore {
         if let Some(at) = self.wake.take() {
             cx.wake_at(at);
         }
-        let idle = self.slots.iter().all(Option::is_none) && self.read_slots.iter().all(Option::is_none);
+        let idle = self.live == 0 && self.read_slots.iter().all(Option::is_none);
         if self.shared.stopped.load(Ordering::Acquire) && idle && !work {
             self.fail_waiting();
             if self.shared.deleted.load(Ordering::Acquire) {

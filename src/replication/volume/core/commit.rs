@@ -65,7 +65,7 @@ impl VolumeCore {
 
     /// The batch whose first slot is `first` is written (or failed): every slot in it is.
     pub(super) fn on_batch(&mut self, first: usize, status: IoStatus) {
-        for slot in 0..self.slots.len() {
+        for slot in 0..self.live {
             let Some(s) = self.slots[slot].as_mut().filter(|s| s.batch == Some(first)) else { continue };
             s.batch = None;
             self.log_done(slot, status, None);

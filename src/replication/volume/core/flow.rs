@@ -18,8 +18,10 @@ impl VolumeCore {
         }
         while let Some(slot) = self.slots.iter().position(Option::is_none) {
             let Some(req) = self.next_write() else { break };
-            let busy =
-                self.slots.iter().flatten().any(|s| s.overlaps(req.io.offset_blocks, req.io.num_blocks));
+            let busy = self.slots[..self.live]
+                .iter()
+                .flatten()
+                .any(|s| s.overlaps(req.io.offset_blocks, req.io.num_blocks));
             if busy {
                 self.waiting.push_front(req);
                 break;
@@ -124,6 +126,7 @@ impl VolumeCore {
             started: now,
         };
         self.slots[slot] = Some(f);
+        self.live = self.live.max(slot + 1);
         self.batch_add(slot, res.lsn, res.sectors);
         true
     }
@@ -241,7 +244,7 @@ impl VolumeCore {
     /// write is done too.
     pub(super) fn finish_ready(&mut self, now: Nanos) -> bool {
         let mut work = false;
-        for i in 0..self.slots.len() {
+        for i in 0..self.live {
             let Some(s) = self.slots[i].as_ref() else { continue };
             let volume_ok = s.volume || self.ack == Ack::Durable;
             if !s.answered && s.local && s.pad_local && volume_ok && self.bunker_ok(s) {
@@ -286,6 +289,9 @@ impl VolumeCore {
     /// Frees a slot: its entry may now count as applied (unless its volume write failed).
     fn retire(&mut self, slot: usize) {
         let s = self.slots[slot].take().expect("retired slot");
+        while self.live > 0 && self.slots[self.live - 1].is_none() {
+            self.live -= 1;
+        }
         if !(s.sent && s.pad_sent) {
             // Answered without reaching the bunker (local-only, or the link down): the bunker
             // gets it from the local log.
@@ -307,7 +313,7 @@ impl VolumeCore {
             return false;
         }
         let mut work = false;
-        for s in self.slots.iter_mut().flatten() {
+        for s in self.slots[..self.live].iter_mut().flatten() {
             if !s.pad_sent {
                 if let (Some((plsn, _)), Some(p)) = (s.res.pad, s.pad.as_ref()) {
                     s.pad_sent = link.write_at(plsn, p.as_slice());
@@ -394,7 +400,7 @@ impl VolumeCore {
         let head = self.shared.log.head();
         self.bunker_end = durable_end.max(head);
         self.bunker_acked.retain(|&l, _| l >= self.bunker_end);
-        for s in self.slots.iter_mut().flatten() {
+        for s in self.slots[..self.live].iter_mut().flatten() {
             s.sent = false;
             s.pad_sent = s.pad.is_none();
         }

@@ -131,6 +131,9 @@ pub struct VolumeCore {
     /// Where the catch-up last read a damaged entry, and how many reads in a row did.
     catch_up_damaged: (u64, usize),
     slots: Vec<Option<Inflight>>,
+    /// One past the highest live slot: scans of the slots stop there (slots are taken lowest
+    /// first, so at a queue depth of 32 they scan about 32 of the 128).
+    live: usize,
     /// Started slots whose entries go to the log in one write ([`commit`]), in LSN order.
     batch: Vec<usize>,
     waiting: VecDeque<VolReq>,
@@ -215,6 +218,7 @@ impl VolumeCore {
             catch_up_read: None,
             catch_up_damaged: (0, 0),
             slots: (0..MAX_INFLIGHT).map(|_| None).collect(),
+            live: 0,
             batch: Vec::with_capacity(MAX_INFLIGHT),
             waiting: VecDeque::new(),
             reads: VecDeque::new(),

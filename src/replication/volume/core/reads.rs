@@ -72,7 +72,7 @@ impl VolumeCore {
         let bs = len / n.max(1) as usize;
         let end = lba + u64::from(n);
         let mut copies = Vec::new();
-        for (slot, s) in self.slots.iter().enumerate() {
+        for (slot, s) in self.slots[..self.live].iter().enumerate() {
             let Some(s) = s.as_ref().filter(|s| !s.volume && s.local && s.overlaps(lba, n)) else {
                 continue;
             };
