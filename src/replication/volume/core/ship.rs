@@ -258,6 +258,7 @@ impl VolumeCore {
                 m.get(sh.next, (committed - sh.next).min(per_buf).min(self.geo.until_wrap(sh.next)))
             })
         {
+            let data = &data[..whole_entries(data, sh.next, self.geo.sector)];
             if !sh.link.write_at(sh.next, data) {
                 return true; // the link's queue is full: again next poll
             }
@@ -506,11 +507,73 @@ impl VolumeCore {
     }
 }
 
+/// How many bytes at the front of `data` (log sectors from `lsn`) are whole entries: a
+/// shipped batch that ends on an entry lets the secondary parse what it received in place (a
+/// batch cut at the buffer size splits an entry, which the secondary's applier must copy to
+/// join: at 128 KiB, nearly every byte). All of `data` when its first entry does not decode
+/// or does not fit in it (the ring in memory wraps inside it); the secondary joins that one.
+fn whole_entries(data: &[u8], lsn: u64, sector: u32) -> usize {
+    let s = sector as usize;
+    let mut at = 0;
+    while let Some(head) = data.get(at..at + s) {
+        let Ok(h) = EntryHeader::decode(head, lsn + (at / s) as u64, sector) else { break };
+        let len = h.sectors as usize * s;
+        if len == 0 || at + len > data.len() {
+            break;
+        }
+        at += len;
+    }
+    if at == 0 {
+        data.len()
+    } else {
+        at
+    }
+}
+
 /// The status word of a link state.
 pub(super) fn link_state(s: LinkState) -> &'static str {
     match s {
         LinkState::Up => "up",
         LinkState::Connecting => "connecting",
         LinkState::Down => "down",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Log bytes from `lsn` holding Write entries of these data sizes.
+    fn entries(lsn: u64, sizes: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &len in sizes {
+            let at = lsn + (out.len() / 512) as u64;
+            let sectors = EntryHeader::sectors_for(len, 512);
+            let h = EntryHeader {
+                kind: EntryKind::Write,
+                lsn: at,
+                epoch: 1,
+                lba: 0,
+                blocks: len / 512,
+                data_len: len,
+                sectors,
+                data_crc: crc32c::crc32c(&vec![7; len as usize]),
+            };
+            let start = out.len();
+            out.resize(start + sectors as usize * 512, 7);
+            h.encode(&mut out[start..start + 512]);
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_ends_on_an_entry_unless_its_first_does_not_fit() {
+        let log = entries(40, &[4096, 131_072, 512]);
+        let (a, b) = (9 * 512, 9 * 512 + 257 * 512);
+        assert_eq!(whole_entries(&log, 40, 512), log.len(), "all whole");
+        assert_eq!(whole_entries(&log[..b + 512], 40, 512), b, "the last one cut");
+        assert_eq!(whole_entries(&log[..b - 512], 40, 512), a, "the second one cut");
+        assert_eq!(whole_entries(&log[..a - 512], 40, 512), a - 512, "the first one cut: sent as it is");
+        assert_eq!(whole_entries(&log, 41, 512), log.len(), "not an entry at that LSN: sent as it is");
     }
 }
