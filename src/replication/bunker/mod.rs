@@ -527,6 +527,8 @@ impl BunkerConn {
                     resync_pending: st.resync_pending,
                     sb_generation: st.sb_generation,
                     attaches: st.attaches,
+                    // Writes of the old log still land: a later blanking waits for them too.
+                    writes_inflight: st.writes_inflight,
                     ..BunkerState::default()
                 };
             }
