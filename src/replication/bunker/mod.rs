@@ -88,6 +88,14 @@ pub struct BunkerState {
     /// tail covers writes still on their way to the device too.
     #[serde(skip)]
     issued_end: u64,
+    /// Staging role: resumed after a restart and no primary has attached since, so whether
+    /// an earlier failover attempt pulled entries into it is not known.
+    #[serde(skip)]
+    pub resumed: bool,
+    /// Staging role: where the first failover attempt since the last primary attach began
+    /// (the end of what shipping delivered); what lies beyond came from the bunker.
+    #[serde(skip)]
+    pub failover_from: Option<u64>,
 }
 
 impl BunkerState {
@@ -125,6 +133,7 @@ impl BunkerState {
             resync_pending: sb.out_of_sync,
             consistent_at: sb.resync_floor,
             sb_generation: sb.generation + 1,
+            resumed: true,
             ..BunkerState::default()
         }
     }
@@ -531,6 +540,10 @@ impl BunkerConn {
                     writes_inflight: st.writes_inflight,
                     ..BunkerState::default()
                 };
+            }
+            if vol.staging {
+                // A primary ships again: what arrives next is shipped, not pulled.
+                (st.resumed, st.failover_from) = (false, None);
             }
             st.epoch = epoch;
             st.sector = sector;

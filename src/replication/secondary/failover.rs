@@ -89,8 +89,13 @@ pub fn failover(
     result
 }
 
+/// What [`begin`] hands the failover: the new epoch, the ring, the volume's identity, the
+/// staging end to pull from, and where the entries the old primary may lack begin (`None`:
+/// not known, see [`BunkerState::resumed`](crate::replication::bunker::BunkerState)).
+pub type Begun = (u64, LogGeometry, [u8; 16], u64, Option<u64>);
+
 /// Checks the replica can be promoted and takes the new epoch.
-pub fn begin(sec: &Secondary, req: &FailoverRequest) -> Result<(u64, LogGeometry, [u8; 16], u64), String> {
+pub fn begin(sec: &Secondary, req: &FailoverRequest) -> Result<Begun, String> {
     let mut st = sec.staging.state.lock().expect("bunker state");
     if st.ring_sectors == 0 {
         return Err("no primary ever shipped to this secondary: nothing to fail over".into());
@@ -107,9 +112,13 @@ pub fn begin(sec: &Secondary, req: &FailoverRequest) -> Result<(u64, LogGeometry
             st.durable_end
         ));
     }
+    // An attempt before this one (interrupted, or failed after pulling) may have pulled
+    // entries already: they count as pulled too, from where the first attempt began.
+    let durable_end = st.durable_end;
+    let pulled_from = (!st.resumed).then(|| *st.failover_from.get_or_insert(durable_end));
     st.epoch += 1;
     let geo = LogGeometry { sector: st.sector, ring_start: 2, ring_sectors: st.ring_sectors };
-    Ok((st.epoch, geo, st.uuid_raw(), st.durable_end))
+    Ok((st.epoch, geo, st.uuid_raw(), durable_end, pulled_from))
 }
 
 fn run(
@@ -119,7 +128,7 @@ fn run(
     started: Instant,
 ) -> Result<FailoverReport, String> {
     let mut report = FailoverReport::default();
-    let (epoch, geo, uuid, from) = begin(sec, req)?;
+    let (epoch, geo, uuid, from, pulled_from) = begin(sec, req)?;
     tracing::warn!(volume = sec.name, epoch, "failover: the old primary is fenced from here on");
     report.epoch = epoch;
     report.received_before = from;
@@ -143,10 +152,19 @@ fn run(
     report.end = apply_all(sec)?;
     report.apply_ms = started.elapsed().as_millis() as u64 - report.pull_ms;
     // Read before promoting: a failure here must not leave a promoted volume reported failed.
-    let pulled = pulled_ranges(sec, &app.pool, from, report.bytes_from_bunker)?;
+    let pulled = match pulled_from {
+        Some(f) => Some(pulled_ranges(sec, &app.pool, f, report.end)?),
+        None => {
+            tracing::warn!(
+                volume = sec.name,
+                "failover after a restart: what earlier attempts pulled from the bunker is not known, so a failback resends the whole volume"
+            );
+            None
+        }
+    };
     promote(app, sec, uuid, epoch)?;
     if let Some(v) = app.replication.volume(&sec.name) {
-        *v.pulled.lock().expect("pulled ranges") = Some(pulled);
+        *v.pulled.lock().expect("pulled ranges") = pulled;
     }
     if let Some(nqn) = &req.nqn {
         crate::nvmf::setup::add_namespace(app, nqn, &sec.name, None, None, None)
@@ -158,15 +176,15 @@ fn run(
     Ok(report)
 }
 
-/// The volume ranges of the entries a failover pulled into the staging log from `from`
-/// (none if nothing was pulled): see [`crate::replication::volume::VolumeShared::pulled`].
+/// The volume ranges of the entries the staging log holds in `[from, end)`: those a failover
+/// pulled from the bunker (see [`crate::replication::volume::VolumeShared::pulled`]).
 pub fn pulled_ranges(
     sec: &Secondary,
     pool: &crate::sys::DmaPool,
     from: u64,
-    bytes: u64,
+    end: u64,
 ) -> Result<Vec<(u64, u64)>, String> {
-    if bytes == 0 {
+    if from >= end {
         return Ok(Vec::new());
     }
     crate::replication::volume::open::ranges_since(&sec.staging.log, pool, from)

@@ -21,10 +21,11 @@ pub(super) enum Phase {
     /// Migration: waiting for the primary to drain.
     Draining { since: Nanos },
     /// Pulling the bunker's tail.
-    Pulling { outcome: PullOutcome, epoch: u64, uuid: [u8; 16], from: u64 },
+    Pulling { outcome: PullOutcome, epoch: u64, uuid: [u8; 16], from: u64, pulled: Option<u64> },
     /// Waiting for the applier to apply everything, then for it to hold; `planned` for a
-    /// migration; `pulled`: (first LSN, bytes) pulled from the bunker.
-    Applying { epoch: u64, uuid: [u8; 16], planned: bool, pulled: (u64, u64) },
+    /// migration; `pulled`: where the entries pulled from the bunker (by this attempt or an
+    /// earlier one) begin, `None` if not known (`failover::begin`).
+    Applying { epoch: u64, uuid: [u8; 16], planned: bool, pulled: Option<u64> },
 }
 
 impl Cluster {
@@ -58,7 +59,7 @@ impl Cluster {
             return Ok(());
         };
         let req = FailoverRequest { bunker: None, nqn: None, force: false, end: None };
-        let (epoch, geo, uuid, from) = match failover::begin(&sec, &req) {
+        let (epoch, geo, uuid, from, pulled) = match failover::begin(&sec, &req) {
             Ok(v) => v,
             Err(e) => {
                 self.abandon_failover(format!("refused: {e}"));
@@ -80,7 +81,7 @@ impl Cluster {
         let pull =
             Pull::new(sec, node.pool.clone(), (addr(BUNKER), hello, &net), geo, from, outcome.clone())?;
         node.reactor.as_mut().expect("secondary is up").add_poller(Box::new(pull), self.clock.now());
-        self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid, from });
+        self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid, from, pulled });
         self.event(format!("failover begins at epoch {epoch}: pulling from LSN {from}"));
         Ok(())
     }
@@ -101,14 +102,13 @@ impl Cluster {
                 self.failing_over = self.drain_step(since);
                 Ok(false)
             }
-            Some(Phase::Pulling { outcome, epoch, uuid, from }) => {
+            Some(Phase::Pulling { outcome, epoch, uuid, from, pulled }) => {
                 let result = outcome.lock().expect("pull outcome").take();
                 let done = result.is_some();
                 match result {
-                    None => self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid, from }),
+                    None => self.failing_over = Some(Phase::Pulling { outcome, epoch, uuid, from, pulled }),
                     Some(Ok(bytes)) => {
                         self.event(format!("pulled {bytes} bytes from the bunker"));
-                        let pulled = (from, bytes);
                         self.failing_over = Some(Phase::Applying { epoch, uuid, planned: false, pulled });
                     }
                     // The bunker refused before taking the epoch: the old primary may go on.
@@ -139,7 +139,7 @@ impl Cluster {
         epoch: u64,
         uuid: [u8; 16],
         planned: bool,
-        pulled: (u64, u64),
+        pulled: Option<u64>,
     ) -> Result<bool, String> {
         let r = self.replica.expect("a failover has a replica");
         let Some(sec) = self.nodes[r].secondary.clone() else { return Ok(false) };
@@ -157,9 +157,9 @@ impl Cluster {
         }
         let node = &self.nodes[r];
         node.disks.iter().for_each(|d| d.set_immediate(true));
-        let ranges = failover::pulled_ranges(&sec, &node.pool, pulled.0, pulled.1);
+        let ranges = pulled.map(|from| failover::pulled_ranges(&sec, &node.pool, from, st.durable_end));
         node.disks.iter().for_each(|d| d.set_immediate(false));
-        let ranges = ranges.map_err(|e| format!("failover: {e}"))?;
+        let ranges = ranges.transpose().map_err(|e| format!("failover: {e}"))?;
         failover::retire(&sec, &self.nodes[r].bunkers);
         let cfg = VolumeConfig { net: Net(self.net.dialer(r)), ..failover::promoted(&sec, uuid, epoch) };
         self.nodes[r].secondary = None;
@@ -183,7 +183,7 @@ impl Cluster {
         self.host.failed_over();
         self.open_volume(r, &cfg, Some("after the failover"))?;
         if let Some((shared, _)) = self.nodes[r].volume.as_ref() {
-            *shared.pulled.lock().expect("pulled ranges") = Some(ranges);
+            *shared.pulled.lock().expect("pulled ranges") = ranges;
         }
         self.out.failovers += 1;
         self.event(format!("failover done: {} serves at epoch {epoch} from LSN {}", NAMES[r], st.applied));

@@ -221,9 +221,9 @@ impl Cluster {
         let sec = self.nodes[r].secondary.clone()?;
         let req = FailoverRequest { end: Some(end), ..FailoverRequest::default() };
         match failover::begin(&sec, &req) {
-            Ok((epoch, _, uuid, _)) => {
+            Ok((epoch, _, uuid, _, _)) => {
                 self.event(format!("drained to LSN {end}: {} takes epoch {epoch}", NAMES[r]));
-                Some(Phase::Applying { epoch, uuid, planned: true, pulled: (0, 0) })
+                Some(Phase::Applying { epoch, uuid, planned: true, pulled: Some(u64::MAX) })
             }
             Err(e) => self.abandon_migration(e),
         }
