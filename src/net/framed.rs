@@ -186,11 +186,26 @@ mod tests {
     use super::*;
     use std::os::fd::RawFd;
 
-    /// Hands out queued bytes in reads of at most `chunk` bytes; WouldBlock when empty.
+    /// A socket in miniature: hands out `bytes` in reads of at most `chunk` bytes (WouldBlock
+    /// when empty), and takes at most `take` bytes per write, vectored writes included, into
+    /// `sent`, refusing every third write with WouldBlock.
     struct Trickle {
         bytes: Vec<u8>,
         at: usize,
         chunk: usize,
+        sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        take: usize,
+        writes: usize,
+    }
+
+    impl Trickle {
+        fn reads(bytes: Vec<u8>, chunk: usize) -> Trickle {
+            Trickle { bytes, at: 0, chunk, sent: Default::default(), take: usize::MAX, writes: 0 }
+        }
+
+        fn writes(take: usize, sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Trickle {
+            Trickle { bytes: Vec::new(), at: 0, chunk: 0, sent, take, writes: 0 }
+        }
     }
 
     impl Read for Trickle {
@@ -207,7 +222,20 @@ mod tests {
 
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            Ok(buf.len())
+            self.write_vectored(&[std::io::IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            self.writes += 1;
+            if self.writes % 3 == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(self.take - n);
+                self.sent.lock().unwrap().extend_from_slice(&b[..k]);
+                n += k;
+            }
+            Ok(n)
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
@@ -234,7 +262,7 @@ mod tests {
             m.encode(&mut bytes);
         }
         for chunk in [1 << 20, 65_536, 7_777] {
-            let mut f = Framed::over(Box::new(Trickle { bytes: bytes.clone(), at: 0, chunk }));
+            let mut f = Framed::over(Box::new(Trickle::reads(bytes.clone(), chunk)));
             let mut got = Vec::new();
             let mut idle = 0;
             // Every other poll decodes in place: Writes index the lent receive buffer.
@@ -262,57 +290,11 @@ mod tests {
         }
     }
 
-    /// Takes at most `take` bytes per write (vectored writes like a socket's writev), and
-    /// nothing on every third call, keeping what it took.
-    struct Sink {
-        got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-        take: usize,
-        calls: usize,
-    }
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.write_vectored(&[std::io::IoSlice::new(buf)])
-        }
-        fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-            self.calls += 1;
-            if self.calls % 3 == 0 {
-                return Err(ErrorKind::WouldBlock.into());
-            }
-            let mut n = 0;
-            for b in bufs {
-                let k = b.len().min(self.take - n);
-                self.got.lock().unwrap().extend_from_slice(&b[..k]);
-                n += k;
-            }
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Read for Sink {
-        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-            Err(ErrorKind::WouldBlock.into())
-        }
-    }
-
-    impl Stream for Sink {
-        fn connected(&mut self) -> std::io::Result<bool> {
-            Ok(true)
-        }
-        fn raw_fd(&self) -> Option<RawFd> {
-            None
-        }
-    }
-
     #[test]
     fn writes_sent_in_place_arrive_as_the_queued_frames_would() {
         for take in [5, 21, 4096, 70_000, 1 << 20] {
             let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let sink = Sink { got: got.clone(), take, calls: 0 };
-            let mut f = Framed::over(Box::new(sink));
+            let mut f = Framed::over(Box::new(Trickle::writes(take, got.clone())));
             let mut want = Vec::new();
             for i in 0..40u64 {
                 let data = vec![i as u8; [4096, 512, 65_536, 131_584][i as usize % 4]];
