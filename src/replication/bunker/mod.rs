@@ -685,15 +685,8 @@ impl BunkerConn {
         if sectors > a.geo.until_wrap(lsn) {
             return Err(format!("write at LSN {lsn} of {sectors} sectors crosses the end of the ring"));
         }
-        let (current, attaches) = {
-            let st = a.vol.state.lock().expect("bunker state");
-            (st.epoch, st.attaches)
-        };
-        if attaches != a.gen {
-            return Err(format!(
-                "write at LSN {lsn} on a superseded connection: the primary attached again on another one"
-            ));
-        }
+        // A superseded connection's writes are refused where they would start (`issue_run`).
+        let current = a.vol.state.lock().expect("bunker state").epoch;
         if a.epoch < current {
             self.framed.queue(&Msg::Fenced { epoch: current });
             return Err(format!("stale epoch {}: this volume is at epoch {current} (failed over)", a.epoch));
